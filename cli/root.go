@@ -1,0 +1,79 @@
+// Package cli is ferry's command line: one file per command, flags and
+// config types here, and the one place where errors become exit codes.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Env is what a command may touch of the outside world, so tests can run
+// commands in-process.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Version is set at link time: -ldflags "-X github.com/ferrydeploy/ferry/cli.Version=…".
+var Version = "dev"
+
+// Run runs ferry with args and returns the process exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	root := newRoot(env)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	code := ExitCode(ctx, err)
+	if err != nil && code != ExitInterrupted {
+		fmt.Fprintf(env.Stderr, "ferry: %v\n", err)
+		if code == ExitUsage {
+			fmt.Fprintln(env.Stderr, "Run 'ferry --help' or 'ferry COMMAND --help' for usage.")
+		}
+	} else if code == ExitInterrupted {
+		fmt.Fprintln(env.Stderr, "ferry: interrupted")
+	}
+	return code
+}
+
+// Main is cmd/ferry's whole job after signal handling.
+func Main(ctx context.Context) int {
+	return Run(ctx, os.Args[1:], Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+}
+
+func newRoot(env Env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ferry",
+		Short: "ferry ships applications to servers",
+		Long: `ferry builds an app into an immutable, checksummed artifact and installs it
+on hosts atomically: releases/<id>, an atomically flipped current symlink,
+hooks, retention, and a stretcher-compatible one-shot apply.`,
+		Version:       Version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newBuild(env), newApply(env))
+	return root
+}
+
+// usageError marks an error in how ferry was called (exit 2).
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// args wraps a cobra argument check so its failure is a usage error.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
