@@ -55,7 +55,7 @@ func (r Registry) Parse(src string) (*url.URL, Source, error) {
 	}
 	s, ok := r[strings.ToLower(u.Scheme)]
 	if !ok {
-		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use file://, http://, https://)", src, u.Scheme)
+		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use file://, http://, https://)", redact(u), u.Scheme)
 	}
 	return u, s, nil
 }
@@ -83,7 +83,11 @@ var ErrChecksum = errors.New("checksum mismatch")
 
 // HashFor returns the hash whose hex digest is as long as checksum.
 func HashFor(checksum string) (hash.Hash, error) {
-	if _, err := hex.DecodeString(checksum); err != nil {
+	// Checked digit by digit, not with hex.DecodeString, which calls an odd
+	// length "not hexadecimal" and hides the length message below.
+	if strings.IndexFunc(checksum, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F')
+	}) >= 0 {
 		return nil, fmt.Errorf("checksum %q is not hexadecimal", checksum)
 	}
 	switch len(checksum) {
@@ -135,10 +139,11 @@ func (r Registry) Download(ctx context.Context, src string, f *os.File, opt Opti
 		return res, err
 	}
 	wait := opt.RetryWait
+	retries := max(opt.Retries, 0) // a negative count must still try once, not succeed with nothing
 	var lastErr error
-	for attempt := 0; attempt <= opt.Retries; attempt++ {
+	for attempt := 0; attempt <= retries; attempt++ {
 		if attempt > 0 {
-			log.Warn("download failed; retrying", "src", redact(u), "attempt", attempt, "of", opt.Retries, "wait", wait, "err", lastErr)
+			log.Warn("download failed; retrying", "src", redact(u), "attempt", attempt, "of", retries, "wait", wait, "err", lastErr)
 			if err := sleep(ctx, wait); err != nil {
 				return res, err
 			}
@@ -181,25 +186,54 @@ func (r Registry) attempt(ctx context.Context, s Source, u *url.URL, f *os.File,
 			return err
 		}
 	}
-	var rd io.Reader = rc
+	// Sources such as File do not watch ctx themselves.
+	var rd io.Reader = ctxReader{ctx, rc}
 	if opt.IdleTimeout > 0 {
-		rd = newIdleReader(rd, opt.IdleTimeout, cancel)
+		ir := newIdleReader(rd, opt.IdleTimeout, cancel)
+		defer ir.stop()
+		rd = ir
 	}
 	if opt.MaxBandwidth > 0 {
 		rd = NewLimitedReader(ctx, rd, opt.MaxBandwidth)
 	}
-	ws := []io.Writer{f}
-	for _, h := range hs {
-		if h != nil {
-			ws = append(ws, h)
-		}
-	}
-	n, err := io.Copy(io.MultiWriter(ws...), rd)
+	n, err := io.Copy(&digestWriter{f: f, hs: hs}, rd)
 	res.Bytes += n
 	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	return err
+}
+
+// ctxReader fails reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// digestWriter writes to f and hashes exactly the bytes f took. An
+// io.MultiWriter would skip the hashes after a short write to f while
+// io.Copy still counts those bytes, so a resumed download would hash a
+// file with a hole in it.
+type digestWriter struct {
+	f  io.Writer
+	hs []hash.Hash
+}
+
+func (w *digestWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	for _, h := range w.hs {
+		if h != nil {
+			h.Write(p[:n])
+		}
+	}
+	return n, err
 }
 
 // redact drops a URL's password and query (which may hold a signature).

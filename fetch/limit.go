@@ -56,7 +56,7 @@ type idleReader struct {
 	d     time.Duration
 }
 
-func newIdleReader(r io.Reader, d time.Duration, cancel context.CancelCauseFunc) io.Reader {
+func newIdleReader(r io.Reader, d time.Duration, cancel context.CancelCauseFunc) *idleReader {
 	t := time.AfterFunc(d, func() { cancel(fmt.Errorf("%w for %s", errIdle, d)) })
 	return &idleReader{r: r, timer: t, d: d}
 }
@@ -71,3 +71,7 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// stop releases the timer when the copy ends on a write error, which the
+// reader never sees.
+func (i *idleReader) stop() { i.timer.Stop() }

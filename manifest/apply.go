@@ -195,7 +195,7 @@ func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, 
 	a.log.Info("fetching", "src", a.m.Src, "max_bandwidth", a.opt.MaxBandwidth)
 	res, err := a.opt.Registry.Download(fctx, a.m.Src, f, fetch.Options{
 		Retries: a.opt.Retries, RetryWait: a.opt.RetryWait, MaxBandwidth: a.opt.MaxBandwidth,
-		IdleTimeout: time.Minute, Checksum: a.m.Checksum, Logger: a.log,
+		IdleTimeout: time.Minute, Checksum: string(a.m.Checksum), Logger: a.log,
 	})
 	if err != nil {
 		if cause := context.Cause(fctx); cause != nil && ctx.Err() == nil {
@@ -260,7 +260,7 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 		return err
 	}
 	a.hooks.Dir = d.Path
-	sum := strings.ToLower(m.Checksum)
+	sum := strings.ToLower(string(m.Checksum))
 	id := ""
 	if len(sum) == 64 {
 		id = d.Find(sum)
@@ -306,6 +306,7 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 	a.hooks.Dir = d.ReleasePath(id)
 	a.hooks.Env = []string{"FERRY_RELEASE=" + id, "FERRY_RELEASE_DIR=" + d.ReleasePath(id), "FERRY_DEST=" + d.Path}
 	if err := a.hooks.Run(ctx, "post", m.Commands.Post, nil); err != nil {
+		a.hooks.Dir = d.Path
 		if rerr := d.Remove(id); rerr != nil {
 			a.log.Warn("could not remove the release that failed its post hook", "release", id, "err", rerr)
 		}

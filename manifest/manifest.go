@@ -31,7 +31,7 @@ const DefaultDestMode os.FileMode = 0o755
 // strategy fields.
 type Manifest struct {
 	Src          string      `yaml:"src"`
-	Checksum     string      `yaml:"checksum"`
+	Checksum     Text        `yaml:"checksum"`
 	Dest         string      `yaml:"dest"`
 	DestMode     Mode        `yaml:"dest_mode"`
 	Commands     Commands    `yaml:"commands"`
@@ -40,6 +40,20 @@ type Manifest struct {
 	SyncStrategy string      `yaml:"sync_strategy"`
 	KeepReleases int         `yaml:"keep_releases"`
 	Shared       []string    `yaml:"shared"`
+}
+
+// Text is a scalar taken as written, so a checksum of digits stays a
+// string instead of becoming a number.
+type Text string
+
+// UnmarshalYAML keeps the raw scalar, minus quotes.
+func (t *Text) UnmarshalYAML(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if len(s) >= 2 && (s[0] == '"' || s[0] == '\'') && s[len(s)-1] == s[0] {
+		s = s[1 : len(s)-1]
+	}
+	*t = Text(s)
+	return nil
 }
 
 // Commands are the hooks, each run with `sh -c`.
@@ -107,7 +121,7 @@ func (m *Manifest) validate() error {
 	if m.Checksum == "" {
 		return errors.New("checksum: missing; give the md5, sha1, sha256 or sha512 of src (ferry build writes it beside the artifact)")
 	}
-	if _, err := fetch.HashFor(strings.ToLower(m.Checksum)); err != nil {
+	if _, err := fetch.HashFor(strings.ToLower(string(m.Checksum))); err != nil {
 		return fmt.Errorf("checksum: %w", err)
 	}
 	if m.KeepReleases == 0 {

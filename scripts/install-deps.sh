@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests and README commands need on a fresh Debian
+# machine: git, rsync and tar (parity with stretcher), zstd, and serf (the
+# event-handler tests). Go modules come from the module proxy via go test.
+set -euo pipefail
+need=()
+for pkg in git rsync tar zstd serf e2fsprogs; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
