@@ -79,4 +79,3 @@ func readURL(ctx context.Context, ref string, reg fetch.Registry) ([]byte, error
 	}
 	return io.ReadAll(io.LimitReader(f, maxManifest))
 }
-

@@ -30,16 +30,16 @@ const DefaultDestMode os.FileMode = 0o755
 // Manifest is one deploy, as stretcher defines it plus ferry's release
 // strategy fields.
 type Manifest struct {
-	Src          string      `yaml:"src"`
-	Checksum     Text        `yaml:"checksum"`
-	Dest         string      `yaml:"dest"`
-	DestMode     Mode        `yaml:"dest_mode"`
-	Commands     Commands    `yaml:"commands"`
-	Excludes     []string    `yaml:"excludes"`
-	ExcludeFrom  string      `yaml:"exclude_from"`
-	SyncStrategy string      `yaml:"sync_strategy"`
-	KeepReleases int         `yaml:"keep_releases"`
-	Shared       []string    `yaml:"shared"`
+	Src          string   `yaml:"src"`
+	Checksum     Text     `yaml:"checksum"`
+	Dest         string   `yaml:"dest"`
+	DestMode     Mode     `yaml:"dest_mode"`
+	Commands     Commands `yaml:"commands"`
+	Excludes     []string `yaml:"excludes"`
+	ExcludeFrom  string   `yaml:"exclude_from"`
+	SyncStrategy string   `yaml:"sync_strategy"`
+	KeepReleases int      `yaml:"keep_releases"`
+	Shared       []string `yaml:"shared"`
 }
 
 // Text is a scalar taken as written, so a checksum of digits stays a
