@@ -140,11 +140,10 @@ func (a *applier) apply(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	archive, err := a.download(ctx, parent, "."+base+".ferry-download-*")
+	archive, _, err := a.download(ctx, parent, "."+base+".ferry-download-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(archive.Name())
 	defer archive.Close()
 	if err := a.hooks.Run(ctx, "pre", m.Commands.Pre, nil); err != nil {
 		return err
@@ -173,16 +172,18 @@ func (a *applier) apply(ctx context.Context) error {
 }
 
 // download fetches src into a temp file in dir (beside dest, so a small
-// /tmp never limits artifact size) and leaves it open at offset 0.
-func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, error) {
+// /tmp never limits artifact size) and returns it open at offset 0 and
+// already unlinked: nothing is left behind whatever happens next, and its
+// dirty pages are dropped instead of flushed by the release's syncfs.
+func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, fetch.Result, error) {
 	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
-		return nil, fmt.Errorf("download: %w", err)
+		return nil, fetch.Result{}, fmt.Errorf("download: %w", err)
 	}
-	fail := func(err error) (*os.File, error) {
+	os.Remove(f.Name())
+	fail := func(err error) (*os.File, fetch.Result, error) {
 		f.Close()
-		os.Remove(f.Name())
-		return nil, err
+		return nil, fetch.Result{}, err
 	}
 	fctx := ctx
 	if a.opt.Timeout > 0 {
@@ -208,7 +209,7 @@ func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fail(err)
 	}
-	return f, nil
+	return f, res, nil
 }
 
 func (a *applier) excludes(stage string) (*pathMatcher, error) {
@@ -271,19 +272,12 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 		return nil
 	}
 	if id == "" {
-		archive, err := a.download(ctx, filepath.Join(d.Path, ".ferry"), "download-*")
+		archive, fres, err := a.download(ctx, filepath.Join(d.Path, ".ferry"), "download-*")
 		if err != nil {
 			return err
 		}
-		defer os.Remove(archive.Name())
 		defer archive.Close()
-		sha, _, err := artifact.FileSHA256(archive.Name())
-		if err != nil {
-			return err
-		}
-		if _, err := archive.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
+		sha := fres.SHA256
 		if err := a.hooks.Run(ctx, "pre", m.Commands.Pre, nil); err != nil {
 			return err
 		}
