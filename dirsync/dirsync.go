@@ -43,20 +43,7 @@ func Sync(src, dst string, excl *pathmatch.Matcher) (Stats, error) {
 	}
 	var items []item
 	want := map[string]bool{}
-	err = filepath.Walk(src, func(p string, fi fs.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if rel == "." {
-			return nil
-		}
-		if excl.Match(filepath.ToSlash(rel), fi.IsDir()) {
-			if fi.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err = walkIncluded(src, excl, func(p, rel string, fi fs.FileInfo) error {
 		items = append(items, item{rel, fi})
 		want[rel] = true
 		return nil
@@ -120,23 +107,7 @@ func Sync(src, dst string, excl *pathmatch.Matcher) (Stats, error) {
 
 	// Phase 3: delete what src lacks, keeping excluded paths.
 	var gone []string
-	err = filepath.Walk(dst, func(p string, fi fs.FileInfo, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		rel, _ := filepath.Rel(dst, p)
-		if rel == "." {
-			return nil
-		}
-		if excl.Match(filepath.ToSlash(rel), fi.IsDir()) {
-			if fi.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err = walkIncluded(dst, excl, func(p, rel string, fi fs.FileInfo) error {
 		if !want[rel] {
 			gone = append(gone, p)
 			if fi.IsDir() {
@@ -168,6 +139,31 @@ func Sync(src, dst string, excl *pathmatch.Matcher) (Stats, error) {
 		return st, fmt.Errorf("sync: %w", err)
 	}
 	return st, nil
+}
+
+// walkIncluded calls fn for every path under root (not root itself) that
+// excl does not match, skipping excluded directories whole. A path that
+// vanishes during the walk is ignored.
+func walkIncluded(root string, excl *pathmatch.Matcher, fn func(p, rel string, fi fs.FileInfo) error) error {
+	return filepath.Walk(root, func(p string, fi fs.FileInfo, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		if excl.Match(filepath.ToSlash(rel), fi.IsDir()) {
+			if fi.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		return fn(p, rel, fi)
+	})
 }
 
 // same is rsync's quick check: same type, size, mtime and mode; for
