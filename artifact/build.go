@@ -41,7 +41,10 @@ type Result struct {
 	Meta   ferry.Meta
 }
 
-var versionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+var (
+	versionRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+	packageMainRe = regexp.MustCompile(`(?m)^package main\b`)
+)
 
 // Build compiles and packs the app in dir into OutDir/<app>-<version>.<format>
 // and writes its sha256 beside it in sha256sum's format. The archive is
@@ -194,7 +197,7 @@ func hasMainPackage(dir string) bool {
 			continue
 		}
 		b, err := os.ReadFile(n)
-		if err == nil && regexp.MustCompile(`(?m)^package main\b`).Match(b) {
+		if err == nil && packageMainRe.Match(b) {
 			return true
 		}
 	}

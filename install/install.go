@@ -249,8 +249,11 @@ func (d Dir) Install(ctx context.Context, id, sha256 string, archive io.Reader, 
 func (d Dir) Remove(id string) error {
 	cur, _ := d.Current()
 	prev, _ := d.Previous()
-	if id == cur || id == prev {
-		return fmt.Errorf("install: %s is %s; not removing it", id, map[bool]string{true: "current", false: "previous"}[id == cur])
+	switch id {
+	case cur:
+		return fmt.Errorf("install: %s is current; not removing it", id)
+	case prev:
+		return fmt.Errorf("install: %s is previous; not removing it", id)
 	}
 	if err := removeAll(d.releasePath(id)); err != nil {
 		return err

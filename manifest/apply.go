@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/dirsync"
 	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/hook"
 	"github.com/ferrydeploy/ferry/install"
@@ -212,16 +213,12 @@ func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, 
 	return f, res, nil
 }
 
-func (a *applier) excludes(stage string) (*pathMatcher, error) {
-	return newPathMatcher(a.m, stage)
-}
-
 func (a *applier) syncRsync(stage, dest string) error {
-	excl, err := a.excludes(stage)
+	excl, err := newPathMatcher(a.m, stage)
 	if err != nil {
 		return err
 	}
-	st, err := syncDir(stage, dest, excl)
+	st, err := dirsync.Sync(stage, dest, excl)
 	if err != nil {
 		return err
 	}

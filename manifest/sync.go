@@ -8,15 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ferrydeploy/ferry"
-	"github.com/ferrydeploy/ferry/dirsync"
 	"github.com/ferrydeploy/ferry/pathmatch"
 )
 
-type pathMatcher = pathmatch.Matcher
-
 // newPathMatcher compiles excludes and the exclude_from file, which, as in
 // stretcher, is read from inside the unpacked archive unless absolute.
-func newPathMatcher(m *Manifest, stage string) (*pathMatcher, error) {
+func newPathMatcher(m *Manifest, stage string) (*pathmatch.Matcher, error) {
 	excl, err := pathmatch.New(m.Excludes...)
 	if err != nil {
 		return nil, ferry.WrapError(ferry.EINVALID, err, "excludes")
@@ -36,10 +33,6 @@ func newPathMatcher(m *Manifest, stage string) (*pathMatcher, error) {
 		}
 	}
 	return excl, nil
-}
-
-func syncDir(src, dst string, excl *pathMatcher) (dirsync.Stats, error) {
-	return dirsync.Sync(src, dst, excl)
 }
 
 // exchange atomically swaps two paths with renameat2(RENAME_EXCHANGE);
