@@ -231,10 +231,8 @@ type digestWriter struct {
 
 func (w *digestWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
-	for _, h := range w.hs {
-		if h != nil {
-			h.Write(p[:n])
-		}
+	for _, h := range w.hs { // uniqueHashes has dropped nils
+		h.Write(p[:n])
 	}
 	return n, err
 }

@@ -263,9 +263,7 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 	if len(sum) == 64 {
 		id = d.Find(sum)
 	}
-	if cur, _ := d.Current(); id != "" && id == cur {
-		a.res.Release, a.res.Skipped = id, true
-		a.log.Info("already current; nothing to do", "release", id)
+	if a.alreadyCurrent(d, id) {
 		return nil
 	}
 	if id == "" {
@@ -279,9 +277,7 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 			return err
 		}
 		id = d.Find(sha)
-		if cur, _ := d.Current(); id != "" && id == cur {
-			a.res.Release, a.res.Skipped = id, true
-			a.log.Info("already current; nothing to do", "release", id)
+		if a.alreadyCurrent(d, id) {
 			return nil
 		}
 		if id == "" {
@@ -319,4 +315,15 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 		a.log.Warn("retention could not remove every old release", "err", perr)
 	}
 	return nil
+}
+
+// alreadyCurrent reports, and records in the result, that release id is
+// the one current names, so there is nothing to do.
+func (a *applier) alreadyCurrent(d install.Dir, id string) bool {
+	if cur, _ := d.Current(); id == "" || id != cur {
+		return false
+	}
+	a.res.Release, a.res.Skipped = id, true
+	a.log.Info("already current; nothing to do", "release", id)
+	return true
 }
