@@ -54,11 +54,7 @@ func TestBuildAndApplyHello(t *testing.T) {
 	if !strings.Contains(r.stdout, "release v1-"+sum[:8]+" is current") {
 		t.Fatalf("stdout %q", r.stdout)
 	}
-	out, err := exec.Command(filepath.Join(dest, "current", "bin", "hello"), "-h").CombinedOutput()
-	_ = out
-	if _, ok := err.(*exec.ExitError); err != nil && !ok {
-		t.Fatalf("current/bin/hello does not run: %v", err)
-	}
+	serveHello(t, filepath.Join(dest, "current", "bin", "hello"), "v1")
 	r = ferry(t, "", nil, "apply", m)
 	if r.code != 0 || !strings.Contains(r.stdout, "already current") {
 		t.Fatalf("re-apply: exit %d %q", r.code, r.stdout)
