@@ -467,8 +467,11 @@ func TestDownloadResume(t *testing.T) {
 					return
 				}
 				if tt.honorRange {
-					http.ServeContent(w, r, "a.tar", time.Time{}, bytes.NewReader(body))
-					served206.Store(r.Header.Get("Range") != "")
+					// Recorded as the header goes out: once the body is sent
+					// the client may finish before this handler returns.
+					http.ServeContent(statusHook{w, func(code int) {
+						served206.Store(code == http.StatusPartialContent)
+					}}, r, "a.tar", time.Time{}, bytes.NewReader(body))
 					return
 				}
 				w.Write(body)
@@ -856,4 +859,15 @@ func TestRegistryPluggable(t *testing.T) {
 	if string(contents(t, f)) != "plugged in" || res.SHA256 != sha256Hex([]byte("plugged in")) {
 		t.Errorf("got %q", contents(t, f))
 	}
+}
+
+// statusHook calls seen with the status code before it is written.
+type statusHook struct {
+	http.ResponseWriter
+	seen func(int)
+}
+
+func (h statusHook) WriteHeader(code int) {
+	h.seen(code)
+	h.ResponseWriter.WriteHeader(code)
 }

@@ -19,8 +19,15 @@ import (
 // the artifact's path and sha256.
 func buildHello(t *testing.T, version string) (string, string) {
 	t.Helper()
+	return buildDir(t, "../examples/hello", version)
+}
+
+// buildDir runs `ferry build DIR` into a temp dist and returns the
+// artifact's path and sha256.
+func buildDir(t *testing.T, dir, version string) (string, string) {
+	t.Helper()
 	dist := t.TempDir()
-	r := ferry(t, "..", nil, "build", "examples/hello", "--dist", dist, "--version", version, "-o", "json")
+	r := ferry(t, "", nil, "build", dir, "--dist", dist, "--version", version, "-o", "json")
 	if r.code != 0 {
 		t.Fatalf("ferry build: exit %d\n%s", r.code, r.stderr)
 	}

@@ -99,21 +99,13 @@ func Load(dir string) (*ferry.App, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
 	}
-	app, err := Parse(b)
-	if err != nil {
-		return nil, ferry.WrapError(ferry.EINVALID, err, "%s", p)
+	pb, err := os.ReadFile(filepath.Join(dir, ProcfileName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("spec: %w", err)
 	}
-	if len(app.Processes) == 0 {
-		pb, err := os.ReadFile(filepath.Join(dir, ProcfileName))
-		if err == nil {
-			procs, err := ParseProcfile(pb)
-			if err != nil {
-				return nil, ferry.WrapError(ferry.EINVALID, err, "%s", filepath.Join(dir, ProcfileName))
-			}
-			app.Processes = procs
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("spec: %w", err)
-		}
+	app, err := FromFiles(b, pb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return app, nil
 }
@@ -329,4 +321,25 @@ func ParseProcfile(b []byte) ([]ferry.Process, error) {
 		procs = append(procs, ferry.Process{Name: name, Command: cmd, Upgrade: ferry.UpgradeStopStart, Scale: 1, StopTimeout: DefaultStopTimeout})
 	}
 	return procs, nil
+}
+
+// FromFiles builds an app from the bytes of its ferry.yaml and, when that
+// lists no processes, its Procfile (nil when there is none), as Load does
+// from a directory.
+func FromFiles(file, procfile []byte) (*ferry.App, error) {
+	if file == nil {
+		return nil, ferry.Errorf(ferry.EINVALID, "no %s", FileName)
+	}
+	app, err := Parse(file)
+	if err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, err, "%s", FileName)
+	}
+	if len(app.Processes) == 0 && procfile != nil {
+		procs, err := ParseProcfile(procfile)
+		if err != nil {
+			return nil, ferry.WrapError(ferry.EINVALID, err, "%s", ProcfileName)
+		}
+		app.Processes = procs
+	}
+	return app, nil
 }

@@ -1,0 +1,302 @@
+// Package agent is ferry's host agent: it watches this host's desired state,
+// installs the releases it names through the content-addressed cache and the
+// installer, supervises their processes, checks their health, goes back to
+// the last healthy release when a new one fails, and reports what it did in
+// state.json and on a local unix socket.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/cache"
+	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/fetch"
+	"github.com/ferrydeploy/ferry/install"
+	"github.com/ferrydeploy/ferry/logfile"
+	"github.com/ferrydeploy/ferry/supervise"
+)
+
+// Config is how an agent runs.
+type Config struct {
+	Name     string // this host's name in status; default the hostname
+	Root     string
+	Desired  string        // path or URL of the desired-state document
+	Poll     time.Duration // how often a URL is polled
+	Registry fetch.Registry
+	Fetch    fetch.Options
+	CacheMax int64 // bytes of artifacts the cache keeps; 0 is the cache's default
+	Log      logfile.Options
+	Backoff  supervise.Backoff
+	// MinUptime is how long a process without a health check must run to
+	// count as healthy; 0 is supervise's default.
+	MinUptime time.Duration
+	// HealthTimeout bounds how long a new release has to become healthy
+	// when its ferry.yaml sets no deploy.health_timeout.
+	HealthTimeout time.Duration
+	Limits        artifact.Limits
+	Logger        *slog.Logger
+}
+
+// Agent converges one host to its desired state.
+type Agent struct {
+	cfg   Config
+	cache *cache.Cache
+	log   *slog.Logger
+
+	mu      sync.Mutex // guards st and apps
+	st      *State
+	apps    map[string]*appRunner
+	dirty   chan struct{}
+	applied chan string // app names, after each deploy attempt; for tests and benchmarks
+}
+
+// New checks cfg and fills in its defaults.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Root == "" {
+		return nil, errors.New("agent: no root directory")
+	}
+	if cfg.Desired == "" {
+		return nil, errors.New("agent: no desired state: give --desired PATH_OR_URL")
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	cfg.Root = root
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = fetch.NewRegistry()
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = time.Minute
+	}
+	if cfg.Limits == (artifact.Limits{}) {
+		cfg.Limits = artifact.DefaultLimits
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		apps:  map[string]*appRunner{},
+		dirty: make(chan struct{}, 1),
+		cache: &cache.Cache{Dir: filepath.Join(root, CacheDir), MaxBytes: cfg.CacheMax, Registry: cfg.Registry, Fetch: cfg.Fetch, Logger: cfg.Logger},
+	}
+	return a, nil
+}
+
+// Run converges until ctx is done. Stopping the agent leaves the apps
+// running: the next agent adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	root := a.cfg.Root
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	unlock, err := install.LockFile(filepath.Join(root, LockFile))
+	if err != nil {
+		return fmt.Errorf("agent: another agent runs on %s: %w", root, err)
+	}
+	defer unlock()
+	prev, err := ReadState(root)
+	if err != nil {
+		return err
+	}
+	a.st = &State{Host: a.cfg.Name, Agent: os.Getpid(), Desired: a.cfg.Desired, Apps: map[string]*AppState{}}
+	for _, name := range slices.Sorted(maps.Keys(prev.Apps)) {
+		a.runner(name).resume(prev.Apps[name])
+	}
+	srv, err := a.serveStatus()
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	writerDone := make(chan struct{})
+	wctx, stopWriter := context.WithCancel(context.Background())
+	go func() { defer close(writerDone); a.writeStates(wctx) }()
+	a.markDirty()
+
+	docs := make(chan *desired.Doc, 1)
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		desired.Watch(ctx, a.cfg.Desired, desired.Options{Poll: a.cfg.Poll, Logger: a.log}, func(d *desired.Doc, err error) {
+			a.mu.Lock()
+			if err != nil {
+				a.st.Error = err.Error()
+			} else {
+				a.st.Error = ""
+			}
+			a.mu.Unlock()
+			a.markDirty()
+			if err != nil {
+				a.log.Warn("desired state", "err", err)
+				return
+			}
+			select { // only the newest document matters
+			case <-docs:
+			default:
+			}
+			docs <- d
+		})
+	}()
+	for {
+		select {
+		case d := <-docs:
+			a.converge(d)
+		case <-ctx.Done():
+			<-wdone
+			a.shutdown()
+			stopWriter()
+			<-writerDone
+			if err := a.flush(); err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+// converge hands each app its desired entry; apps no longer desired stop.
+func (a *Agent) converge(d *desired.Doc) {
+	a.mu.Lock()
+	names := slices.Collect(maps.Keys(a.apps))
+	a.mu.Unlock()
+	for name, app := range d.Apps {
+		a.runner(name).send(&app)
+	}
+	for _, name := range names {
+		if _, ok := d.Apps[name]; !ok {
+			a.runner(name).send(nil)
+		}
+	}
+}
+
+func (a *Agent) runner(name string) *appRunner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.apps[name]
+	if !ok {
+		r = newRunner(a, name)
+		a.apps[name] = r
+		a.st.Apps[name] = &AppState{State: AppStopped}
+		go r.loop()
+	}
+	return r
+}
+
+// shutdown stops every app's worker and detaches from its processes.
+func (a *Agent) shutdown() {
+	a.mu.Lock()
+	rs := slices.Collect(maps.Values(a.apps))
+	a.mu.Unlock()
+	for _, r := range rs {
+		r.close()
+	}
+}
+
+// Snapshot is the agent's current state, with live process statuses.
+func (a *Agent) Snapshot() *State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := *a.st
+	st.Updated = time.Now().UTC()
+	st.Apps = map[string]*AppState{}
+	for name, as := range a.st.Apps {
+		c := *as
+		if r := a.apps[name]; r != nil {
+			c.Processes = r.statuses()
+		}
+		st.Apps[name] = &c
+	}
+	return &st
+}
+
+func (a *Agent) markDirty() {
+	select {
+	case a.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// writeStates writes state.json after changes, at most every 50 ms, so a
+// flapping process cannot turn the agent into a disk writer.
+func (a *Agent) writeStates(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.dirty:
+			if err := a.flush(); err != nil {
+				a.log.Error("write state", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (a *Agent) flush() error {
+	return writeState(a.cfg.Root, a.Snapshot())
+}
+
+// Applied delivers the name of an app after each deploy attempt finishes.
+// Tests and benchmarks wait on it; nobody has to read it.
+func (a *Agent) Applied() <-chan string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.applied == nil {
+		a.applied = make(chan string, 64)
+	}
+	return a.applied
+}
+
+func (a *Agent) notifyApplied(name string) {
+	a.mu.Lock()
+	ch := a.applied
+	a.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- name:
+	default:
+	}
+}
+
+// pruneCache keeps the cache within its bound, never dropping an artifact
+// an app runs or was last started from.
+func (a *Agent) pruneCache() {
+	keep := map[string]bool{}
+	a.mu.Lock()
+	for _, as := range a.st.Apps {
+		keep[as.SHA256] = true
+		if as.Spec != nil {
+			keep[as.Spec.SHA256] = true
+		}
+	}
+	a.mu.Unlock()
+	removed, err := a.cache.Prune(keep)
+	if err != nil {
+		a.log.Warn("cache prune", "err", err)
+	}
+	if len(removed) > 0 {
+		a.log.Info("cache pruned", "removed", len(removed))
+	}
+}

@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/joho/godotenv"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/fsutil"
+	"github.com/ferrydeploy/ferry/supervise"
+)
+
+// specs lists the instances release id of app runs, as want scales them.
+// Each gets the agent's environment (minus what belongs to the agent's own
+// supervisor), the release's .env, the app's config and ferry's variables,
+// in that order of precedence, lowest first.
+func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []supervise.Status) ([]supervise.Spec, error) {
+	rel := r.dir.ReleasePath(id)
+	config, err := r.renderEnv(rel, want, id)
+	if err != nil {
+		return nil, err
+	}
+	base := baseEnv()
+	var specs []supervise.Spec
+	for _, p := range app.Processes {
+		n := p.Scale
+		if s, ok := want.Scale[p.Name]; ok {
+			n = s
+		}
+		for k := 1; k <= n; k++ {
+			port, err := instancePort(p, k, prev)
+			if err != nil {
+				return nil, err
+			}
+			env := slices.Clone(base)
+			for _, key := range sortedKeys(config) {
+				env = append(env, key+"="+config[key])
+			}
+			env = append(env,
+				"PORT="+strconv.Itoa(port),
+				"FERRY_APP="+r.name,
+				"FERRY_RELEASE="+id,
+				"FERRY_PROCESS="+p.Name,
+				"FERRY_INSTANCE="+strconv.Itoa(k),
+			)
+			specs = append(specs, supervise.Spec{
+				Process:     p.Name,
+				N:           k,
+				Command:     p.Command,
+				Dir:         rel,
+				Env:         env,
+				Port:        port,
+				StopTimeout: p.StopTimeout,
+				Health:      p.Health,
+				LogPath:     filepath.Join(r.dir.Path, "logs", fmt.Sprintf("%s.%d.log", p.Name, k)),
+				Log:         r.a.cfg.Log,
+				RunDir:      filepath.Join(r.dir.Path, "run"),
+				Backoff:     r.a.cfg.Backoff,
+				MinUptime:   r.a.cfg.MinUptime,
+				OnChange:    r.instanceChanged,
+				Logger:      r.a.log.With("app", r.name),
+			})
+		}
+	}
+	return specs, nil
+}
+
+func (r *appRunner) instanceChanged() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	r.a.markDirty()
+}
+
+// renderEnv merges the release's .env with the app's config and writes the
+// result to env/<id>, 0600: it may hold secrets.
+func (r *appRunner) renderEnv(rel string, want *desired.App, id string) (map[string]string, error) {
+	env := map[string]string{}
+	dotenv, err := godotenv.Read(filepath.Join(rel, ".env"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("release %s: .env: %w", id, err)
+	}
+	for k, v := range dotenv {
+		env[k] = v
+	}
+	for k, v := range want.Env {
+		env[k] = v
+	}
+	text, err := godotenv.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(r.dir.Path, "env")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := fsutil.WriteFile(filepath.Join(dir, id), []byte(text+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// baseEnv is the agent's environment without what describes the agent's
+// own place under its supervisor.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "NOTIFY_SOCKET", k == "PORT", strings.HasPrefix(k, "LISTEN_"), strings.HasPrefix(k, "FERRY_"), k == "INVOCATION_ID", k == "WATCHDOG_USEC", k == "WATCHDOG_PID":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// instancePort is the instance's $PORT: the process's port plus the
+// instance's offset when it declares one, the port it had before when it
+// is being adopted, else a free loopback port.
+func instancePort(p ferry.Process, k int, prev []supervise.Status) (int, error) {
+	if p.Port > 0 {
+		return p.Port + k - 1, nil
+	}
+	for _, st := range prev {
+		if st.Process == p.Name && st.Instance == k && st.Port > 0 {
+			return st.Port, nil
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a port for %s.%d: %w", p.Name, k, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/fsutil"
+	"github.com/ferrydeploy/ferry/supervise"
+)
+
+// Files and directories under the agent's root; see DESIGN.md, "On the host".
+const (
+	StateFile  = "state.json"
+	SocketFile = "agent.sock"
+	LockFile   = "agent.lock"
+	AppsDir    = "apps"
+	CacheDir   = "cache"
+)
+
+// App states.
+const (
+	AppInstalling = "installing"
+	AppRunning    = "running"
+	AppFailed     = "failed"
+	AppStopped    = "stopped"
+)
+
+// State is what the agent believes is installed and running: state.json,
+// and the answer of its status socket.
+type State struct {
+	Host    string               `json:"host"`
+	Agent   int                  `json:"agent_pid"`
+	Desired string               `json:"desired"`
+	Updated time.Time            `json:"updated"`
+	Error   string               `json:"error,omitempty"` // reading the desired state
+	Apps    map[string]*AppState `json:"apps"`
+}
+
+// AppState is one app on this host.
+type AppState struct {
+	Release string `json:"release"`         // installed release id, e.g. v3-1a2b3c4d
+	Label   string `json:"label,omitempty"` // the desired state's name for it
+	SHA256  string `json:"sha256"`
+	State   string `json:"state"`
+	Error   string `json:"error,omitempty"`
+	// Spec is the desired entry the running release was started from, so a
+	// restarted agent knows whether the desired state changed.
+	Spec *desired.App `json:"spec,omitempty"`
+	// LastHealthy is the last release that passed its health checks here:
+	// where the agent goes back to when a new one fails.
+	LastHealthy string `json:"last_healthy,omitempty"`
+	// Rejected is a desired entry whose release failed here; the agent does
+	// not retry it until the desired state changes.
+	Rejected  *desired.App       `json:"rejected,omitempty"`
+	Processes []supervise.Status `json:"processes"`
+	Updated   time.Time          `json:"updated"`
+}
+
+// ReadState reads root's state.json; a missing file is an empty state.
+func ReadState(root string) (*State, error) {
+	st := &State{Apps: map[string]*AppState{}}
+	b, err := os.ReadFile(filepath.Join(root, StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("state: %s: %w", filepath.Join(root, StateFile), err)
+	}
+	if st.Apps == nil {
+		st.Apps = map[string]*AppState{}
+	}
+	return st, nil
+}
+
+func writeState(root string, st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(filepath.Join(root, StateFile), append(b, '\n'), 0o644)
+}
