@@ -84,7 +84,7 @@ type DeployPolicy struct {
 	Batch         string
 	Canary        int
 	AutoRollback  bool
-	HealthTimeout time.Duration
+	HealthTimeout time.Duration // 0: whoever deploys uses its own default
 }
 
 // Meta is what an artifact says about itself, in .ferry/meta.json.

@@ -23,6 +23,7 @@ import (
 	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/install"
 	"github.com/ferrydeploy/ferry/logfile"
+	"github.com/ferrydeploy/ferry/notify"
 	"github.com/ferrydeploy/ferry/supervise"
 )
 
@@ -45,6 +46,9 @@ type Config struct {
 	HealthTimeout time.Duration
 	Limits        artifact.Limits
 	Logger        *slog.Logger
+	// Self is the ferry binary, which handoff-mode instances start
+	// through (see package listenfd).
+	Self string
 }
 
 // Agent converges one host to its desired state.
@@ -56,6 +60,7 @@ type Agent struct {
 	mu      sync.Mutex // guards st and apps
 	st      *State
 	apps    map[string]*appRunner
+	notify  *notify.Listener
 	dirty   chan struct{}
 	applied chan string // app names, after each deploy attempt; for tests and benchmarks
 }
@@ -114,6 +119,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Instances say READY=1 here; the sender's pid is checked.
+	a.notify, err = notify.Listen(filepath.Join(root, NotifySocket))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer a.notify.Close()
 	a.st = &State{Host: a.cfg.Name, Agent: os.Getpid(), Desired: a.cfg.Desired, Apps: map[string]*AppState{}}
 	for _, name := range slices.Sorted(maps.Keys(prev.Apps)) {
 		a.runner(name).resume(prev.Apps[name])

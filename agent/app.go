@@ -33,7 +33,8 @@ type appRunner struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
-	procs []*supervise.Instance // touched only by loop (and statuses, under a.mu)
+	procs  []*supervise.Instance // touched only by loop (and statuses, under a.mu)
+	owners map[string]*portOwner // by process name; touched only by loop
 }
 
 func newRunner(a *Agent, name string) *appRunner {
@@ -47,6 +48,7 @@ func newRunner(a *Agent, name string) *appRunner {
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
+		owners:  map[string]*portOwner{},
 	}
 }
 
@@ -72,6 +74,15 @@ func (r *appRunner) close() {
 	<-r.done
 	for _, p := range r.procs {
 		p.Detach()
+	}
+	r.closeOwners()
+}
+
+// closeOwners lets go of the app's ports.
+func (r *appRunner) closeOwners() {
+	for name, o := range r.owners {
+		o.close()
+		delete(r.owners, name)
 	}
 }
 
@@ -145,6 +156,7 @@ func (r *appRunner) apply(want *desired.App) error {
 	if want == nil {
 		if len(r.procs) > 0 || cur.State != AppStopped {
 			r.stopAll()
+			r.closeOwners()
 			r.state(func(as *AppState) { as.State, as.Error, as.Spec = AppStopped, "", nil })
 		}
 		return nil
@@ -234,17 +246,16 @@ func (r *appRunner) deploy(want *desired.App) error {
 	}
 
 	prevID, prevSpec, lastHealthy := cur(r.snapshot())
-	if err := r.switchTo(app, want, id); err != nil {
-		return fail(r.failed(ctx, hooks, &dl, err))
-	}
-	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
-	dl.printf("switched to %s; waiting for health", id)
-
 	timeout := app.Deploy.HealthTimeout
 	if timeout <= 0 {
 		timeout = r.a.cfg.HealthTimeout
 	}
-	herr := r.waitHealthy(ctx, timeout)
+	herr := r.switchTo(app, want, id, timeout)
+	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
+	if herr == nil {
+		dl.printf("switched to %s; waiting for health", id)
+		herr = r.waitHealthy(ctx, timeout)
+	}
 	if ctx.Err() != nil {
 		return nil // the agent is stopping; the next one carries on
 	}
@@ -320,25 +331,25 @@ func (r *appRunner) rollback(id string, want *desired.App) error {
 	if err != nil {
 		return err
 	}
-	if err := r.switchTo(app, want, id); err != nil {
+	err = r.switchTo(app, want, id, r.a.cfg.HealthTimeout)
+	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
+	if err != nil {
 		return err
 	}
-	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
 	return r.waitHealthy(r.ctx, r.a.cfg.HealthTimeout)
 }
 
-// switchTo stops the running instances, makes id current and starts its
-// instances.
-func (r *appRunner) switchTo(app *ferry.App, want *desired.App, id string) error {
-	r.stopAll()
+// switchTo makes id current and rolls the instances over to it.
+func (r *appRunner) switchTo(app *ferry.App, want *desired.App, id string, timeout time.Duration) error {
 	if err := r.dir.Activate(id); err != nil {
 		return err
 	}
-	return r.start(app, want, id, nil)
+	return r.roll(app, want, id, timeout)
 }
 
 // start starts the instances of release id, adopting the processes prev
-// (an earlier agent's statuses) names where they still run.
+// (an earlier agent's statuses) names where they still run, and puts them
+// behind their ports.
 func (r *appRunner) start(app *ferry.App, want *desired.App, id string, prev []supervise.Status) error {
 	specs, err := r.specs(app, want, id, prev)
 	if err != nil {
@@ -352,11 +363,21 @@ func (r *appRunner) start(app *ferry.App, want *desired.App, id string, prev []s
 				old = &prev[k]
 			}
 		}
-		p, err := supervise.Start(s, old)
+		o, err := r.owner(*app.Process(s.Process))
+		if err == nil {
+			err = r.prepare(o, &s, false)
+		}
+		var p *supervise.Instance
+		if err == nil {
+			p, err = supervise.Start(s, old)
+		}
 		if err != nil {
 			r.setProcs(ps)
 			r.stopAll()
 			return err
+		}
+		if o != nil && o.proxy != nil {
+			o.proxy.Add(backend(p.Status()))
 		}
 		ps = append(ps, p)
 	}
@@ -366,14 +387,7 @@ func (r *appRunner) start(app *ferry.App, want *desired.App, id string, prev []s
 
 // stopAll stops every instance, in parallel, each within its stop_timeout.
 func (r *appRunner) stopAll() {
-	ps := r.procs
-	done := make(chan struct{}, len(ps))
-	for _, p := range ps {
-		go func() { p.Stop(context.Background()); done <- struct{}{} }()
-	}
-	for range ps {
-		<-done
-	}
+	stopParallel(r.procs)
 	r.setProcs(nil)
 }
 

@@ -1,10 +1,10 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +45,9 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 			for _, key := range sortedKeys(config) {
 				env = append(env, key+"="+config[key])
 			}
+			if r.a.notify != nil {
+				env = append(env, "NOTIFY_SOCKET="+r.a.notify.Path())
+			}
 			env = append(env,
 				"PORT="+strconv.Itoa(port),
 				"FERRY_APP="+r.name,
@@ -64,9 +67,11 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 				LogPath:     filepath.Join(r.dir.Path, "logs", fmt.Sprintf("%s.%d.log", p.Name, k)),
 				Log:         r.a.cfg.Log,
 				RunDir:      filepath.Join(r.dir.Path, "run"),
+				Release:     id,
 				Backoff:     r.a.cfg.Backoff,
 				MinUptime:   r.a.cfg.MinUptime,
 				OnChange:    r.instanceChanged,
+				WaitReady:   r.a.waitReady(),
 				Logger:      r.a.log.With("app", r.name),
 			})
 		}
@@ -125,24 +130,20 @@ func baseEnv() []string {
 	return env
 }
 
-// instancePort is the instance's $PORT: the process's port plus the
-// instance's offset when it declares one, the port it had before when it
-// is being adopted, else a free loopback port.
+// instancePort is the instance's $PORT: the port it had before when it is
+// being adopted, else the process's port plus the instance's offset when
+// it declares one, else a free loopback port. (prepare gives instances
+// behind the proxy their own ports.)
 func instancePort(p ferry.Process, k int, prev []supervise.Status) (int, error) {
-	if p.Port > 0 {
-		return p.Port + k - 1, nil
-	}
 	for _, st := range prev {
 		if st.Process == p.Name && st.Instance == k && st.Port > 0 {
 			return st.Port, nil
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a port for %s.%d: %w", p.Name, k, err)
+	if p.Port > 0 {
+		return p.Port + k - 1, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return freePort()
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -152,4 +153,12 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// waitReady is how instances learn that their process sent READY=1.
+func (a *Agent) waitReady() func(ctx context.Context, pid int) error {
+	if a.notify == nil {
+		return nil
+	}
+	return a.notify.WaitReady
 }

@@ -16,11 +16,12 @@ import (
 
 // Files and directories under the agent's root; see DESIGN.md, "On the host".
 const (
-	StateFile  = "state.json"
-	SocketFile = "agent.sock"
-	LockFile   = "agent.lock"
-	AppsDir    = "apps"
-	CacheDir   = "cache"
+	StateFile    = "state.json"
+	SocketFile   = "agent.sock"
+	NotifySocket = "notify.sock"
+	LockFile     = "agent.lock"
+	AppsDir      = "apps"
+	CacheDir     = "cache"
 )
 
 // App states.

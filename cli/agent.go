@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -72,10 +73,14 @@ them. The desired-state document:
 				cfg.CacheMax = n
 			}
 			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+			var err error
+			if err = lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if cfg.Self, err = os.Executable(); err != nil {
+				return fmt.Errorf("agent: find the ferry binary: %w", err)
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err

@@ -59,7 +59,7 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env))
+	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env))
 	return root
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/ferrydeploy/ferry/fetch"
 )
 
 // urlWatcher polls a document over HTTP with conditional requests.
@@ -71,11 +73,11 @@ func (w *urlWatcher) get(ctx context.Context) ([]byte, error) {
 		return w.body, nil
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
-		return nil, fmt.Errorf("GET %s: server answered %s", redact(w.u), resp.Status)
+		return nil, fmt.Errorf("GET %s: server answered %s", fetch.Redact(w.u), resp.Status)
 	}
 	b, err := readAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", redact(w.u), err)
+		return nil, fmt.Errorf("GET %s: %w", fetch.Redact(w.u), err)
 	}
 	// Validators are kept only from a full answer, so a 304 always refers
 	// to bytes this watcher holds.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/fetch"
 )
 
 // DefaultPoll is how often Watch asks a URL whether the document changed.
@@ -66,9 +67,9 @@ func Watch(ctx context.Context, loc string, opt Options, fn func(*Doc, error)) e
 		}
 		return watchFile(ctx, p, opt, &reporter{fn: fn, loc: loc})
 	case u.Scheme == "http" || u.Scheme == "https":
-		return watchURL(ctx, u, opt, &reporter{fn: fn, loc: redact(u)})
+		return watchURL(ctx, u, opt, &reporter{fn: fn, loc: fetch.Redact(u)})
 	}
-	return ferry.Errorf(ferry.EINVALID, "desired state %s: scheme %q is not supported (use a path, file://, http:// or https://)", redact(u), u.Scheme)
+	return ferry.Errorf(ferry.EINVALID, "desired state %s: scheme %q is not supported (use a path, file://, http:// or https://)", fetch.Redact(u), u.Scheme)
 }
 
 // reporter decides which reads reach fn: changed bytes, and errors that
@@ -111,14 +112,4 @@ func readAll(rd io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d MiB; a desired-state document is small", maxDocBytes>>20)
 	}
 	return b, err
-}
-
-// redact drops a URL's password and query, which may hold a token.
-func redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	if c.RawQuery != "" {
-		c.RawQuery = "…"
-	}
-	return c.String()
 }

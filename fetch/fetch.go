@@ -55,7 +55,7 @@ func (r Registry) Parse(src string) (*url.URL, Source, error) {
 	}
 	s, ok := r[strings.ToLower(u.Scheme)]
 	if !ok {
-		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use file://, http://, https://)", redact(u), u.Scheme)
+		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use file://, http://, https://)", Redact(u), u.Scheme)
 	}
 	return u, s, nil
 }
@@ -146,7 +146,7 @@ func (r Registry) Download(ctx context.Context, src string, f *os.File, opt Opti
 	var lastErr error
 	for attempt := 0; attempt <= retries; attempt++ {
 		if attempt > 0 {
-			log.Warn("download failed; retrying", "src", redact(u), "attempt", attempt, "of", retries, "wait", wait, "err", lastErr)
+			log.Warn("download failed; retrying", "src", Redact(u), "attempt", attempt, "of", retries, "wait", wait, "err", lastErr)
 			if err := sleep(ctx, wait); err != nil {
 				return res, err
 			}
@@ -163,14 +163,14 @@ func (r Registry) Download(ctx context.Context, src string, f *os.File, opt Opti
 		}
 	}
 	if lastErr != nil {
-		return res, fmt.Errorf("fetch %s: %w", redact(u), lastErr)
+		return res, fmt.Errorf("fetch %s: %w", Redact(u), lastErr)
 	}
 	res.SHA256 = hex.EncodeToString(h256.Sum(nil))
 	if sum != nil {
 		res.Sum = hex.EncodeToString(sum.Sum(nil))
 		if res.Sum != strings.ToLower(opt.Checksum) {
 			return res, ferry.WrapError(ferry.EINVALID, ErrChecksum,
-				"fetch %s: expected %s, got %s (%d bytes); the file there is not the one the checksum names", redact(u), opt.Checksum, res.Sum, res.Bytes)
+				"fetch %s: expected %s, got %s (%d bytes); the file there is not the one the checksum names", Redact(u), opt.Checksum, res.Sum, res.Bytes)
 		}
 	}
 	return res, nil
@@ -237,8 +237,9 @@ func (w *digestWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// redact drops a URL's password and query (which may hold a signature).
-func redact(u *url.URL) string {
+// Redact drops a URL's password and query (which may hold a signature or
+// a token), for messages and logs.
+func Redact(u *url.URL) string {
 	c := *u
 	c.User = nil
 	if c.RawQuery != "" {

@@ -87,5 +87,5 @@ func (h HTTP) Open(ctx context.Context, u *url.URL, offset int64) (io.ReadCloser
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	return nil, false, &StatusError{URL: redact(u), Status: resp.Status, Code: resp.StatusCode}
+	return nil, false, &StatusError{URL: Redact(u), Status: resp.Status, Code: resp.StatusCode}
 }

@@ -280,13 +280,15 @@ func TestCheckerTimeout(t *testing.T) {
 		h       ferry.Health
 		wantErr string
 	}{
-		{"http", ferry.Health{HTTP: "/slow"}, "GET " + srv.URL + "/slow: timed out after 50ms"},
+		{"http", ferry.Health{HTTP: "/slow"}, "GET " + srv.URL + "/slow: timed out after 500ms"},
 		{"exec", ferry.Health{Exec: "echo $$ >>" + pidFile + "; echo waiting; sleep 100 & sleep 10"},
-			`exec "echo $$ >>` + pidFile + `; echo waiting; sleep 100 & sleep 10": timed out after 50ms; output: "waiting"`},
+			`exec "echo $$ >>` + pidFile + `; echo waiting; sleep 100 & sleep 10": timed out after 500ms; output: "waiting"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.h.Interval, tt.h.Timeout, tt.h.Unhealthy = 10*time.Millisecond, 50*time.Millisecond, 1
+			// Long enough for a loaded machine to start the shell and let it
+			// print before the deadline.
+			tt.h.Interval, tt.h.Timeout, tt.h.Unhealthy = 10*time.Millisecond, 500*time.Millisecond, 1
 			c, err := New(tt.h, port(t, srv.Listener.Addr()), "", nil)
 			if err != nil {
 				t.Fatal(err)

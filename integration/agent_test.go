@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,9 +61,9 @@ func status(t *testing.T, root string) agentStatus {
 	return st
 }
 
-func startAgentBinary(t *testing.T, root, desired string) *exec.Cmd {
+func startAgentBinary(t *testing.T, root, desired string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(ferryBin, "agent", "--root", root, "--desired", desired)
+	cmd := exec.Command(ferryBin, append([]string{"agent", "--root", root, "--desired", desired}, extra...)...)
 	f, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +75,9 @@ func startAgentBinary(t *testing.T, root, desired string) *exec.Cmd {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		// A test that failed before stopping its apps must not leave them
+		// running for the next tests and runs.
+		killUnder(root)
 		f.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(f.Name())
@@ -167,4 +171,19 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	// Scale through the document: only the change is applied.
 	write(fmt.Sprintf("apps:\n  shell:\n    artifact: %s\n    sha256: %s\n    scale: {web: 1, worker: 0}\n", art, sum))
 	waitStatus(t, root, "scaled down", allHealthy(sum, 1))
+}
+
+// killUnder SIGKILLs every process whose working directory is below dir.
+func killUnder(dir string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err == nil && strings.HasPrefix(cwd, dir+"/") {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }

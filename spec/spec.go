@@ -27,9 +27,8 @@ const (
 
 // Defaults applied where ferry.yaml is silent.
 const (
-	DefaultKeepReleases  = 5
-	DefaultStopTimeout   = 10 * time.Second
-	DefaultHealthTimeout = 60 * time.Second
+	DefaultKeepReleases = 5
+	DefaultStopTimeout  = 10 * time.Second
 )
 
 var (
@@ -165,7 +164,7 @@ func Parse(b []byte) (*ferry.App, error) {
 }
 
 func parseDeploy(d deployYAML) (ferry.DeployPolicy, error) {
-	p := ferry.DeployPolicy{Strategy: "rolling", Batch: "25%", Canary: d.Canary, AutoRollback: true, HealthTimeout: DefaultHealthTimeout}
+	p := ferry.DeployPolicy{Strategy: "rolling", Batch: "25%", Canary: d.Canary, AutoRollback: true}
 	switch d.Strategy {
 	case "":
 	case "all", "rolling", "canary":
@@ -183,7 +182,7 @@ func parseDeploy(d deployYAML) (ferry.DeployPolicy, error) {
 		p.AutoRollback = *d.AutoRollback
 	}
 	var err error
-	if p.HealthTimeout, err = duration(d.HealthTimeout, DefaultHealthTimeout); err != nil {
+	if p.HealthTimeout, err = duration(d.HealthTimeout, 0); err != nil {
 		return p, fmt.Errorf("deploy.health_timeout: %w", err)
 	}
 	return p, nil

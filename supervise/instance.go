@@ -36,6 +36,19 @@ type Spec struct {
 	Backoff     Backoff
 	OnChange    func() // called after every status change, not under a lock
 	Logger      *slog.Logger
+	Release     string // the release the instance runs, for status
+
+	// WaitReady, when set, is run for each started process and returns nil
+	// when the process says it is ready (sd_notify READY=1).
+	WaitReady func(ctx context.Context, pid int) error
+	// NotifyOnly makes READY=1 the only sign of readiness: with a socket
+	// shared between old and new instances, a health check on the port may
+	// be answered by the old one.
+	NotifyOnly bool
+	// Wrap, when set, rewrites the command line before each start and adds
+	// environment and files for fds 3, 4, …: how a listening socket is
+	// handed to the process.
+	Wrap func(argv []string) (wrapped []string, env []string, files []*os.File, err error)
 }
 
 // Name is how status and logs name the instance: "web.1".
@@ -61,9 +74,13 @@ type Status struct {
 	Port       int           `json:"port,omitempty"`
 	Restarts   int           `json:"restarts"`
 	Health     health.Status `json:"health"`
-	LastError  string        `json:"last_error,omitempty"`
-	CrashLoop  bool          `json:"crash_loop,omitempty"`
-	NextStart  time.Time     `json:"next_start,omitzero"`
+	// Ready is set once the process said READY=1 or passed its health
+	// check; upgrades switch traffic to an instance only when it is.
+	Ready     bool      `json:"ready"`
+	Release   string    `json:"release,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	CrashLoop bool      `json:"crash_loop,omitempty"`
+	NextStart time.Time `json:"next_start,omitzero"`
 }
 
 // Instance supervises one process instance until Stop or Detach.
@@ -101,7 +118,7 @@ func Start(spec Spec, prev *Status) (*Instance, error) {
 	i := &Instance{
 		spec:   spec,
 		log:    w,
-		st:     Status{Process: spec.Process, Instance: spec.N, Port: spec.Port, Health: health.Unknown},
+		st:     Status{Process: spec.Process, Instance: spec.N, Port: spec.Port, Health: health.Unknown, Release: spec.Release},
 		stopCh: make(chan struct{}),
 		detach: make(chan struct{}),
 		done:   make(chan struct{}),
@@ -200,7 +217,22 @@ func (i *Instance) launch(prev *Status) (*proc, [2]*os.File, time.Time, error) {
 		i.log.Note("not adopting: %v", err)
 		i.spec.Logger.Info("not adopting", "instance", i.spec.Name(), "err", err)
 	}
-	p, rs, err := startProc(shellCommand(i.spec.Command), i.spec.Dir, i.spec.Env, outPath, errPath)
+	argv, env, files := shellCommand(i.spec.Command), i.spec.Env, []*os.File(nil)
+	if i.spec.Wrap != nil {
+		var extra []string
+		var err error
+		argv, extra, files, err = i.spec.Wrap(argv)
+		if err != nil {
+			return nil, [2]*os.File{}, time.Time{}, err
+		}
+		env = append(env[:len(env):len(env)], extra...)
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+	}
+	p, rs, err := startProc(argv, i.spec.Dir, env, files, outPath, errPath)
 	if err != nil {
 		return nil, rs, time.Time{}, err
 	}
@@ -227,8 +259,19 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 	defer stopHealth()
 	i.update(func(st *Status) {
 		st.State, st.PID, st.StartTicks, st.Started = StateRunning, p.pid, p.ticks, started
-		st.Health, st.NextStart = health.Unknown, time.Time{}
+		st.Health, st.NextStart, st.Ready = health.Unknown, time.Time{}, false
 	})
+	if i.spec.WaitReady != nil {
+		go func() {
+			if i.spec.WaitReady(hctx, p.pid) == nil {
+				i.update(func(st *Status) {
+					if st.PID == p.pid {
+						st.Ready = true
+					}
+				})
+			}
+		}()
+	}
 	var uptime <-chan time.Time
 	if h := i.spec.Health; h != nil {
 		c, err := health.New(*h, i.spec.Port, i.spec.Dir, i.spec.Env)
@@ -238,6 +281,7 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 			c.OnChange = func(s health.Status, err error) {
 				i.update(func(st *Status) {
 					st.Health = s
+					st.Ready = st.Ready || (s == health.Healthy && !i.spec.NotifyOnly)
 					if err != nil {
 						st.LastError = "health: " + err.Error()
 					}
@@ -253,7 +297,7 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 	for {
 		select {
 		case <-uptime:
-			i.update(func(st *Status) { st.Health = health.Healthy })
+			i.update(func(st *Status) { st.Health, st.Ready = health.Healthy, st.Ready || !i.spec.NotifyOnly })
 		case <-p.done:
 			stopHealth()
 			// What the main process left behind in its group would hold
@@ -266,7 +310,7 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 			stopHealth()
 			i.terminate(p)
 			drainWait(&drains, time.Second)
-			i.update(func(st *Status) { st.State, st.PID, st.Health = StateStopped, 0, health.Unknown })
+			i.update(func(st *Status) { st.State, st.PID, st.Health, st.Ready = StateStopped, 0, health.Unknown, false })
 			return true
 		case <-i.detach:
 			stopHealth()
@@ -291,7 +335,7 @@ func (i *Instance) wait(attempt int, cause error) bool {
 		msg = cause.Error()
 	}
 	i.update(func(st *Status) {
-		st.State, st.PID, st.Health = StateBackoff, 0, health.Unknown
+		st.State, st.PID, st.Health, st.Ready = StateBackoff, 0, health.Unknown, false
 		st.Restarts++
 		st.LastError = msg
 		st.CrashLoop = attempt >= 3

@@ -310,3 +310,39 @@ func TestShellCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestWrapHandsFilesAndReadiness(t *testing.T) {
+	s := testSpec(t, `if [ -e /proc/$$/fd/3 ]; then echo "fd3 $HANDED"; fi; sleep 100`)
+	s.MinUptime = time.Hour // only WaitReady can make it ready
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	s.Wrap = func(argv []string) ([]string, []string, []*os.File, error) {
+		dup, err := os.Open(os.DevNull)
+		return argv, []string{"HANDED=yes"}, []*os.File{dup}, err
+	}
+	readyFor := make(chan int, 1)
+	s.WaitReady = func(ctx context.Context, pid int) error {
+		readyFor <- pid
+		return nil
+	}
+	_, wt := startWatched(t, s, nil)
+	st := wt.until(t, 5*time.Second, "ready", func(st Status) bool { return st.Ready })
+	if pid := <-readyFor; pid != st.PID {
+		t.Errorf("WaitReady asked about pid %d, instance is %d", pid, st.PID)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(s.LogPath)
+		if strings.Contains(string(b), "fd3 yes") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process did not get fd 3 and the wrapped environment:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

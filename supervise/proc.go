@@ -73,8 +73,9 @@ func openReader(path string) (*os.File, error) {
 }
 
 // startProc starts argv in its own process group with stdout and stderr on
-// the FIFOs at outPath and errPath, and returns it with readers of both.
-func startProc(argv []string, dir string, env []string, outPath, errPath string) (*proc, [2]*os.File, error) {
+// the FIFOs at outPath and errPath and files as fds 3, 4, …, and returns it
+// with readers of both FIFOs.
+func startProc(argv []string, dir string, env []string, files []*os.File, outPath, errPath string) (*proc, [2]*os.File, error) {
 	var readers [2]*os.File
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, readers, fmt.Errorf("working directory %s: %w", dir, cmpErr(err, "not a directory"))
@@ -111,6 +112,7 @@ func startProc(argv []string, dir string, env []string, outPath, errPath string)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.Stdout, cmd.Stderr = writers[0], writers[1]
+	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		closeReaders(readers)

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The reuseport control re-executes the running binary: here, the test.
+	if addr := os.Getenv(envServe); addr != "" {
+		serveReuseport(addr, os.Getenv(envRelease))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// need skips the test when go or Linux is missing, and fails it in CI,
+// where both must be there.
+func need(t *testing.T) {
+	t.Helper()
+	why := ""
+	if runtime.GOOS != "linux" {
+		why = "the harness reads /proc and uses SO_REUSEPORT: Linux only"
+	} else if _, err := exec.LookPath("go"); err != nil {
+		why = "go is not on $PATH: the harness builds ferry and examples/hello"
+	} else if _, err := findRepo(""); err != nil {
+		why = err.Error()
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// serveRaw accepts conns on loopback and hands each to fn.
+func serveRaw(t *testing.T, fn func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go fn(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+func readRequest(c net.Conn) bool {
+	_, err := http.ReadRequest(bufio.NewReader(c))
+	return err == nil
+}
+
+// TestClasses sends each client's request to servers that fail in one way
+// each, and checks the class the harness counts it in.
+func TestClasses(t *testing.T) {
+	closedPort := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr
+	}()
+	reply := func(status int) func(net.Conn) {
+		return func(c net.Conn) {
+			defer c.Close()
+			if readRequest(c) {
+				io.WriteString(c, "HTTP/1.1 "+strconv.Itoa(status)+" x\r\nX-Release: v7\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+			}
+		}
+	}
+	tests := []struct {
+		name, addr, want string
+	}{
+		{"nothing listens", closedPort, classRefused},
+		{"reset after the request", serveRaw(t, func(c net.Conn) {
+			readRequest(c)
+			c.(*net.TCPConn).SetLinger(0) // close with RST
+			c.Close()
+		}), classReset},
+		{"closed after the request", serveRaw(t, func(c net.Conn) { readRequest(c); c.Close() }), classEOF},
+		{"never answers", serveRaw(t, func(c net.Conn) { readRequest(c); time.Sleep(2 * time.Second); c.Close() }), classTimeout},
+		{"503", serveRaw(t, reply(503)), class5xx},
+		{"404", serveRaw(t, reply(404)), classOther},
+		{"200", serveRaw(t, reply(200)), classOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLoad(loadConfig{Addr: tt.addr, Timeout: 300 * time.Millisecond})
+			for _, c := range []string{cliGetNew, cliRawTCP} {
+				l.one(c, true)
+			}
+			stats, _ := l.stop()
+			for _, c := range []string{cliGetNew, cliRawTCP} {
+				st := stats[c]
+				if st.Requests != 1 || st.Classes[tt.want] != 1 {
+					t.Errorf("%s: classes %v, want one %s; samples %v", c, st.Classes, tt.want, st.Samples)
+				}
+				if tt.want == classOK && st.Versions["v7"] != 1 {
+					t.Errorf("%s: versions %v, want v7", c, st.Versions)
+				}
+			}
+		})
+	}
+}
+
+// TestPOSTIsNotRetried checks what the POST client's doc comment says: a
+// server that closes a kept-alive conn after reading the second request
+// on it makes net/http retry the GET on a new conn (counted as retried,
+// answered ok), but the POST fails as it would in a browser.
+func TestPOSTIsNotRetried(t *testing.T) {
+	addr := serveRaw(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Release: v1\r\nContent-Length: 3\r\n\r\nok\n")
+		http.ReadRequest(br) // the second request on this conn: close without an answer
+	})
+	l := newLoad(loadConfig{Addr: addr, Timeout: 2 * time.Second})
+	for range 2 {
+		l.one(cliGetKA, false)
+		l.one(cliPostKA, false)
+	}
+	stats, _ := l.stop()
+	if g := stats[cliGetKA]; g.Classes[classOK] != 2 || g.Retries != 1 {
+		t.Errorf("GET keep-alive: classes %v, retried %d; want 2 ok, 1 retried", g.Classes, g.Retries)
+	}
+	if p := stats[cliPostKA]; p.Classes[classOK] != 1 || p.Classes[classEOF] != 1 || p.Retries != 0 {
+		t.Errorf("POST keep-alive: classes %v, retried %d; want 1 ok, 1 eof, none retried; samples %v", p.Classes, p.Retries, p.Samples)
+	}
+}
+
+// TestSmoke runs the harness for real, 5 upgrades, in what the agent does
+// today: the stop-start negative control and the reuseport control must
+// both be seen failing, and the tallies must add up. When the proxy and
+// handoff modes land, add them here expecting PASS.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the agent through 5 upgrades under load (~30s)")
+	}
+	need(t)
+	cfg := config{
+		Modes:         []string{"stop-start"},
+		Controls:      []string{"reuseport"},
+		Upgrades:      5,
+		Scale:         1,
+		Runs:          1,
+		Load:          loadConfig{Rate: 200, Workers: 2, SlowWorkers: 2, SlowMS: 1500, Timeout: 5 * time.Second},
+		SpacingMin:    200 * time.Millisecond,
+		SpacingMax:    400 * time.Millisecond,
+		HealthTimeout: 10 * time.Second,
+		Work:          t.TempDir(),
+		Seed:          1,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	res, err := run(ctx, cfg, &log)
+	if err != nil {
+		t.Fatalf("harness: %v\n%s", err, log.String())
+	}
+	if !res.AsExpected {
+		t.Errorf("a subject did not end as expected")
+	}
+	for _, s := range res.Subjects {
+		if s.Expect != "fail" || s.Verdict != "FAIL" || !s.AsExpected {
+			t.Errorf("%s: verdict %s (expected to %s), as expected %v", s.Name, s.Verdict, s.Expect, s.AsExpected)
+		}
+		for _, r := range s.Runs {
+			if len(r.Upgrades) != cfg.Upgrades || len(r.Errors) > 0 || len(r.Leaked) > 0 {
+				t.Errorf("%s: %d upgrades, errors %q, leaked %q", s.Name, len(r.Upgrades), r.Errors, r.Leaked)
+			}
+			if r.failures() == 0 {
+				t.Errorf("%s lost no request: the harness cannot see failures", s.Name)
+			}
+			for name, c := range r.Clients {
+				sum, served := 0, 0
+				for _, n := range c.Classes {
+					sum += n
+				}
+				for _, n := range c.Versions {
+					served += n
+				}
+				if sum != c.Requests || served != c.Classes[classOK] {
+					t.Errorf("%s %s: %d requests but classes add up to %d; %d ok but versions add up to %d", s.Name, name, c.Requests, sum, c.Classes[classOK], served)
+				}
+			}
+			if strings.HasPrefix(s.Name, "agent") && (r.FDsBefore <= 0 || r.FDsAfter <= 0) {
+				t.Errorf("%s: agent fds %d → %d not measured", s.Name, r.FDsBefore, r.FDsAfter)
+			}
+		}
+	}
+	if t.Failed() {
+		var b strings.Builder
+		writeReport(&b, cfg, res)
+		t.Logf("report:\n%s\nlog:\n%s", b.String(), log.String())
+	}
+}

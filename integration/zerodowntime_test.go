@@ -1,0 +1,197 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// helloApp writes an app around a prebuilt examples/hello binary whose web
+// process owns port through the agent in the given upgrade mode.
+func helloApp(t *testing.T, port int, mode string, scale int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "hello"), "../examples/hello/cmd/hello").CombinedOutput(); err != nil {
+		t.Fatalf("build hello: %v\n%s", err, out)
+	}
+	yaml := fmt.Sprintf(`app: hello
+build:
+  command: "true"
+include: [bin/]
+processes:
+  web:
+    command: bin/hello
+    port: %d
+    upgrade: %s
+    scale: %d
+    stop_timeout: 5s
+    health: {http: /healthz, interval: 100ms}
+`, port, mode, scale)
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(yaml), 0o644)
+	return dir
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// load runs keep-alive GETs, keep-alive POSTs (never retried) and GETs on
+// a new connection each until stop, counting failures and who answered.
+type load struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	releases   map[string]int
+	wg         sync.WaitGroup
+}
+
+func startLoad(url string, stop <-chan struct{}) *load {
+	l := &load{releases: map[string]int{}}
+	keepAlive := &http.Client{Timeout: 10 * time.Second}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	clients := []func() (*http.Response, error){
+		func() (*http.Response, error) { return keepAlive.Get(url) },
+		func() (*http.Response, error) {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte("payload")))
+			req.GetBody = nil // a POST must never be silently retried
+			return keepAlive.Do(req)
+		},
+		func() (*http.Response, error) { return fresh.Get(url) },
+	}
+	for _, do := range clients {
+		for range 2 {
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := do()
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							err = fmt.Errorf("status %s", resp.Status)
+						}
+					}
+					l.mu.Lock()
+					if err != nil {
+						l.failed.Add(1)
+						if len(l.errs) < 10 {
+							l.errs = append(l.errs, err.Error())
+						}
+					} else {
+						l.ok.Add(1)
+						l.releases[resp.Header.Get("X-Release")]++
+					}
+					l.mu.Unlock()
+				}
+			}()
+		}
+	}
+	return l
+}
+
+// TestZeroDowntimeUpgrades upgrades hello back and forth under load through
+// the real agent binary, in proxy and handoff mode, and counts failed
+// requests: there must be none.
+func TestZeroDowntimeUpgrades(t *testing.T) {
+	for _, tt := range []struct {
+		mode  string
+		scale int
+	}{{"proxy", 1}, {"proxy", 2}, {"handoff", 1}} {
+		t.Run(fmt.Sprintf("%s scale %d", tt.mode, tt.scale), func(t *testing.T) {
+			port := freeTCPPort(t)
+			dir := helloApp(t, port, tt.mode, tt.scale)
+			var arts [2][2]string
+			for k := range arts {
+				arts[k][0], arts[k][1] = buildDir(t, dir, fmt.Sprintf("v%d", k+1))
+			}
+			root := t.TempDir()
+			desired := filepath.Join(t.TempDir(), "desired.yaml")
+			write := func(doc string) {
+				os.WriteFile(desired+".tmp", []byte(doc), 0o644)
+				os.Rename(desired+".tmp", desired)
+			}
+			deployEnv := func(k int, env string) {
+				write(fmt.Sprintf("apps:\n  hello:\n    artifact: %s\n    sha256: %s\n    env: {%s}\n", arts[k][0], arts[k][1], env))
+			}
+			deploy := func(k int) { deployEnv(k, "") }
+			deploy(0)
+			startAgentBinary(t, root, desired, "--health-timeout", "3s")
+			defer func() {
+				write("apps: {}\n")
+				waitStatus(t, root, "stopped", func(st agentStatus) bool { return len(st.Apps["hello"].Processes) == 0 })
+			}()
+			running := func(k int) func(agentStatus) bool {
+				return func(st agentStatus) bool {
+					a := st.Apps["hello"]
+					if a.State != "running" || a.SHA256 != arts[k][1] || len(a.Processes) != tt.scale {
+						return false
+					}
+					for _, p := range a.Processes {
+						if p.Health != "healthy" {
+							return false
+						}
+					}
+					return true
+				}
+			}
+			waitStatus(t, root, "v1 running", running(0))
+			stop := make(chan struct{})
+			l := startLoad(fmt.Sprintf("http://127.0.0.1:%d/", port), stop)
+			upgrades := 4
+			for i := 1; i <= upgrades; i++ {
+				deploy(i % 2)
+				waitStatus(t, root, fmt.Sprintf("upgrade %d", i), running(i%2))
+			}
+			// Bad releases: the old one keeps serving, the agent says why.
+			last := upgrades % 2
+			for _, bad := range []struct{ env, why string }{
+				{"HELLO_CRASH: '1'", "exited before it was ready"},
+				{"HELLO_NOT_READY: '1'", "not ready after 3s"},
+			} {
+				if tt.scale > 1 {
+					break // the scale-1 runs cover bad releases
+				}
+				deployEnv(1-last, bad.env)
+				waitStatus(t, root, bad.env+" rejected: "+bad.why, func(st agentStatus) bool {
+					return st.Apps["hello"].State == "failed" && strings.Contains(st.Apps["hello"].Error, bad.why)
+				})
+				waitStatus(t, root, "old release back", func(st agentStatus) bool {
+					a := st.Apps["hello"]
+					return a.SHA256 == arts[last][1] && len(a.Processes) == tt.scale && a.Processes[0].Health == "healthy"
+				})
+			}
+			time.Sleep(200 * time.Millisecond)
+			close(stop)
+			l.wg.Wait()
+			t.Logf("%d requests ok, %d failed, answered by %v", l.ok.Load(), l.failed.Load(), l.releases)
+			if l.failed.Load() > 0 {
+				t.Errorf("%d requests failed during %d upgrades, e.g. %s", l.failed.Load(), upgrades, strings.Join(l.errs, "; "))
+			}
+			if len(l.releases) < 2 {
+				t.Errorf("requests were answered by %v: want both releases", l.releases)
+			}
+		})
+	}
+}
