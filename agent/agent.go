@@ -21,7 +21,6 @@ import (
 	"github.com/ferrydeploy/ferry/cache"
 	"github.com/ferrydeploy/ferry/desired"
 	"github.com/ferrydeploy/ferry/fetch"
-	"github.com/ferrydeploy/ferry/install"
 	"github.com/ferrydeploy/ferry/logfile"
 	"github.com/ferrydeploy/ferry/notify"
 	"github.com/ferrydeploy/ferry/supervise"
@@ -29,15 +28,22 @@ import (
 
 // Config is how an agent runs.
 type Config struct {
-	Name     string // this host's name in status; default the hostname
-	Root     string
-	Desired  string        // path or URL of the desired-state document
-	Poll     time.Duration // how often a URL is polled
-	Registry fetch.Registry
-	Fetch    fetch.Options
-	CacheMax int64 // bytes of artifacts the cache keeps; 0 is the cache's default
-	Log      logfile.Options
-	Backoff  supervise.Backoff
+	Name    string // this host's name in status; default the hostname
+	Root    string
+	Desired string // path or URL of the desired-state document
+	// Source, when set, is where desired states come from instead of
+	// Desired: the control server's blocking queries.
+	Source Source
+	// Report, when set, is called with the agent's state after changes
+	// and at least every ReportEvery (the server's heartbeat).
+	Report      func(ctx context.Context, st *State) error
+	ReportEvery time.Duration
+	Poll        time.Duration // how often a URL is polled
+	Registry    fetch.Registry
+	Fetch       fetch.Options
+	CacheMax    int64 // bytes of artifacts the cache keeps; 0 is the cache's default
+	Log         logfile.Options
+	Backoff     supervise.Backoff
 	// MinUptime is how long a process without a health check must run to
 	// count as healthy; 0 is supervise's default.
 	MinUptime time.Duration
@@ -57,12 +63,15 @@ type Agent struct {
 	cache *cache.Cache
 	log   *slog.Logger
 
-	mu      sync.Mutex // guards st and apps
-	st      *State
-	apps    map[string]*appRunner
-	notify  *notify.Listener
-	dirty   chan struct{}
-	applied chan string // app names, after each deploy attempt; for tests and benchmarks
+	mu        sync.Mutex // guards st and apps
+	st        *State
+	apps      map[string]*appRunner
+	notify    *notify.Listener
+	dirty     chan struct{}
+	reported  chan struct{} // nudges reportLoop
+	upgrade   chan struct{}
+	inherited *inherited  // sockets an upgrading agent handed this one
+	applied   chan string // app names, after each deploy attempt; for tests and benchmarks
 }
 
 // New checks cfg and fills in its defaults.
@@ -70,8 +79,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Root == "" {
 		return nil, errors.New("agent: no root directory")
 	}
-	if cfg.Desired == "" {
-		return nil, errors.New("agent: no desired state: give --desired PATH_OR_URL")
+	if cfg.Desired == "" && cfg.Source == nil {
+		return nil, errors.New("agent: no desired state: give --desired PATH_OR_URL or --server URL")
+	}
+	if cfg.ReportEvery <= 0 {
+		cfg.ReportEvery = 5 * time.Second
 	}
 	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
@@ -104,17 +116,25 @@ func New(cfg Config) (*Agent, error) {
 }
 
 // Run converges until ctx is done. Stopping the agent leaves the apps
-// running: the next agent adopts them.
+// running: the next agent adopts them. An upgrade (Config.Upgrade, or POST
+// /v1/upgrade on the status socket) hands everything to a new agent binary
+// and returns nil once it serves.
 func (a *Agent) Run(ctx context.Context) error {
 	root := a.cfg.Root
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	unlock, err := install.LockFile(filepath.Join(root, LockFile))
+	in, err := takeInherited()
+	if err != nil {
+		return err
+	}
+	a.inherited = in
+	unlock, err := lockWaiting(ctx, filepath.Join(root, LockFile), in != nil)
 	if err != nil {
 		return fmt.Errorf("agent: another agent runs on %s: %w", root, err)
 	}
-	defer unlock()
+	var once onceFuncs
+	defer once.run("unlock", unlock)
 	prev, err := ReadState(root)
 	if err != nil {
 		return err
@@ -124,7 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	defer a.notify.Close()
+	defer once.run("notify", func() { a.notify.Close() })
 	a.st = &State{Host: a.cfg.Name, Agent: os.Getpid(), Desired: a.cfg.Desired, Apps: map[string]*AppState{}}
 	for _, name := range slices.Sorted(maps.Keys(prev.Apps)) {
 		a.runner(name).resume(prev.Apps[name])
@@ -133,18 +153,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer once.run("status", func() { srv.Close() })
+	a.inherited.serving()
 
-	writerDone := make(chan struct{})
-	wctx, stopWriter := context.WithCancel(context.Background())
-	go func() { defer close(writerDone); a.writeStates(wctx) }()
+	// Everything below stops before the state is written for the last time.
+	bg, stopBG := context.WithCancel(ctx)
+	var bgDone sync.WaitGroup
+	if a.cfg.Report != nil {
+		bgDone.Go(func() { a.reportLoop(bg) })
+	}
+	bgDone.Go(func() { a.writeStates(bg) })
 	a.markDirty()
 
 	docs := make(chan *desired.Doc, 1)
-	wdone := make(chan struct{})
-	go func() {
-		defer close(wdone)
-		desired.Watch(ctx, a.cfg.Desired, desired.Options{Poll: a.cfg.Poll, Logger: a.log}, func(d *desired.Doc, err error) {
+	bgDone.Go(func() {
+		watch := a.cfg.Source
+		if watch == nil {
+			watch = fileOrURL{loc: a.cfg.Desired, opt: desired.Options{Poll: a.cfg.Poll, Logger: a.log}}
+		}
+		watch.Watch(bg, func(d *desired.Doc, err error) {
 			a.mu.Lock()
 			if err != nil {
 				a.st.Error = err.Error()
@@ -163,21 +190,73 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			docs <- d
 		})
-	}()
+	})
+	stop := func() error {
+		stopBG()
+		bgDone.Wait()
+		a.detachAll()
+		return a.flush()
+	}
 	for {
 		select {
 		case d := <-docs:
 			a.converge(d)
-		case <-ctx.Done():
-			<-wdone
-			a.shutdown()
-			stopWriter()
-			<-writerDone
-			if err := a.flush(); err != nil {
+		case <-a.upgradeRequests():
+			if err := stop(); err != nil {
 				return err
 			}
+			once.run("status", func() { srv.Close() })
+			once.run("notify", func() { a.notify.Close() })
+			once.run("unlock", unlock)
+			if err := a.handOver(ctx); err != nil {
+				a.closeOwners()
+				return fmt.Errorf("%w; the apps keep running and the next agent adopts them", err)
+			}
+			a.log.Info("upgrade: the new agent serves; draining and exiting")
+			a.drainOwners()
 			return nil
+		case <-ctx.Done():
+			err := stop()
+			a.closeOwners()
+			return err
 		}
+	}
+}
+
+// onceFuncs runs each named cleanup once, whether early or deferred.
+type onceFuncs map[string]bool
+
+func (o *onceFuncs) run(name string, f func()) {
+	if *o == nil {
+		*o = onceFuncs{}
+	}
+	if (*o)[name] {
+		return
+	}
+	(*o)[name] = true
+	f()
+}
+
+// upgradeRequests delivers SIGHUP-style upgrade requests.
+func (a *Agent) upgradeRequests() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.upgrade == nil {
+		a.upgrade = make(chan struct{}, 1)
+	}
+	return a.upgrade
+}
+
+// Upgrade asks the running agent to hand over to a new binary at
+// Config.Self.
+func (a *Agent) Upgrade() {
+	a.upgradeRequests()
+	a.mu.Lock()
+	ch := a.upgrade
+	a.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -209,14 +288,48 @@ func (a *Agent) runner(name string) *appRunner {
 	return r
 }
 
-// shutdown stops every app's worker and detaches from its processes.
-func (a *Agent) shutdown() {
+// detachAll stops every app's worker and leaves its processes running;
+// the ports stay open.
+func (a *Agent) detachAll() {
 	a.mu.Lock()
 	rs := slices.Collect(maps.Values(a.apps))
 	a.mu.Unlock()
 	for _, r := range rs {
 		r.close()
 	}
+}
+
+// closeOwners closes every port the agent owns.
+func (a *Agent) closeOwners() {
+	for _, r := range a.runners() {
+		r.closeOwners()
+	}
+}
+
+// drainOwners stops accepting on every owned port and lets the requests in
+// flight through the proxies finish: the new agent accepts on the same
+// sockets meanwhile.
+func (a *Agent) drainOwners() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, r := range a.runners() {
+		for _, o := range r.owners {
+			wg.Go(func() {
+				if o.proxy != nil {
+					o.proxy.Shutdown(ctx)
+				}
+				o.ln.Close()
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func (a *Agent) runners() []*appRunner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Collect(maps.Values(a.apps))
 }
 
 // Snapshot is the agent's current state, with live process statuses.
@@ -240,6 +353,15 @@ func (a *Agent) markDirty() {
 	select {
 	case a.dirty <- struct{}{}:
 	default:
+	}
+	a.mu.Lock()
+	ch := a.reported
+	a.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -309,5 +431,51 @@ func (a *Agent) pruneCache() {
 	}
 	if len(removed) > 0 {
 		a.log.Info("cache pruned", "removed", len(removed))
+	}
+}
+
+// Source delivers desired states: the first, then each change, until ctx
+// is done. An error is reported with a nil document and watching goes on.
+type Source interface {
+	Watch(ctx context.Context, fn func(*desired.Doc, error)) error
+}
+
+// fileOrURL is the Source of `ferry agent --desired`.
+type fileOrURL struct {
+	loc string
+	opt desired.Options
+}
+
+func (f fileOrURL) Watch(ctx context.Context, fn func(*desired.Doc, error)) error {
+	return desired.Watch(ctx, f.loc, f.opt, fn)
+}
+
+// reportLoop sends the agent's state to the server after changes (at most
+// every 200 ms) and at least every ReportEvery, which is the heartbeat the
+// server marks lost hosts by.
+func (a *Agent) reportLoop(ctx context.Context) {
+	a.mu.Lock()
+	if a.reported == nil {
+		a.reported = make(chan struct{}, 1)
+	}
+	changed := a.reported
+	a.mu.Unlock()
+	tick := time.NewTicker(a.cfg.ReportEvery)
+	defer tick.Stop()
+	for {
+		if err := a.cfg.Report(ctx, a.Snapshot()); err != nil && ctx.Err() == nil {
+			a.log.Warn("report to server", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-changed:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
 	}
 }

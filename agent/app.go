@@ -68,14 +68,13 @@ func (r *appRunner) send(want *desired.App) {
 }
 
 // close stops the loop (cancelling a deploy in progress) and leaves the
-// processes running for the next agent.
+// processes running, and the ports open, for the next agent.
 func (r *appRunner) close() {
 	r.cancel()
 	<-r.done
 	for _, p := range r.procs {
 		p.Detach()
 	}
-	r.closeOwners()
 }
 
 // closeOwners lets go of the app's ports.

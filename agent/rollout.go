@@ -48,9 +48,12 @@ func (r *appRunner) owner(p ferry.Process) (*portOwner, error) {
 		o.close()
 		delete(r.owners, p.Name)
 	}
-	ln, err := listenReusePort(fmt.Sprintf(":%d", p.Port))
-	if err != nil {
-		return nil, fmt.Errorf("%s: port %d: %w", p.Name, p.Port, err)
+	ln := r.a.inherited.listener(r.name, p.Name)
+	if ln == nil {
+		var err error
+		if ln, err = listenReusePort(fmt.Sprintf(":%d", p.Port)); err != nil {
+			return nil, fmt.Errorf("%s: port %d: %w", p.Name, p.Port, err)
+		}
 	}
 	o := &portOwner{mode: p.Upgrade, port: p.Port, ln: ln}
 	if p.Upgrade == ferry.UpgradeProxy {

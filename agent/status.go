@@ -32,21 +32,51 @@ func (a *Agent) serveStatus() (io.Closer, error) {
 		enc.SetIndent("", "  ")
 		enc.Encode(a.Snapshot())
 	})
+	mux.HandleFunc("POST /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Self == "" {
+			http.Error(w, "this agent does not know the path of its binary", http.StatusConflict)
+			return
+		}
+		a.Upgrade()
+		w.WriteHeader(http.StatusAccepted)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	return srv, nil
 }
 
-// Status asks the agent running on root for its state. When no agent
-// answers, it reads the state file the last one left and live is false.
-func Status(ctx context.Context, root string) (st *State, live bool, err error) {
+// RequestUpgrade asks the agent running on root to hand over to the ferry
+// binary at its path (replace the binary first).
+func RequestUpgrade(ctx context.Context, root string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/v1/upgrade", nil)
+	resp, err := socketClient(root).Do(req)
+	if err != nil {
+		return fmt.Errorf("no agent answers on %s: %w", filepath.Join(root, SocketFile), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("agent upgrade: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+func socketClient(root string) *http.Client {
 	path := filepath.Join(root, SocketFile)
-	c := &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}
+}
+
+// Status asks the agent running on root for its state. When no agent
+// answers, it reads the state file the last one left and live is false.
+func Status(ctx context.Context, root string) (st *State, live bool, err error) {
+	c := socketClient(root)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/status", nil)

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -41,7 +43,9 @@ health checks. A release that fails its health checks within health_timeout
 is rejected and the last healthy release comes back.
 
 Stopping the agent (SIGTERM) leaves the apps running; the next agent adopts
-them. The desired-state document:
+them. SIGHUP (or ferry agent upgrade) after replacing the ferry binary starts
+the new binary, hands it the ports the agent owns, and exits once it serves:
+no request is dropped. The desired-state document:
 
   apps:
     hello:
@@ -85,7 +89,17 @@ them. The desired-state document:
 			if err != nil {
 				return err
 			}
-			cfg.Logger.Info("agent starting", "root", cfg.Root, "desired", cfg.Desired)
+			cfg.Logger.Info("agent starting", "root", cfg.Root, "desired", cfg.Desired, "pid", os.Getpid())
+			// SIGHUP after replacing the binary upgrades the agent in place
+			// (as nginx and tableflip do); main handles the other signals.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					a.Upgrade()
+				}
+			}()
 			return a.Run(cmd.Context())
 		},
 	}
@@ -102,7 +116,7 @@ them. The desired-state document:
 	f.DurationVar(&cfg.Fetch.RetryWait, "retry-wait", 2*time.Second, "wait before the first download retry (doubling)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cfg.Fetch.Backoff = true
-	cmd.AddCommand(newAgentStatus(env), newAgentLogs(env), newAgentInstall(env))
+	cmd.AddCommand(newAgentStatus(env), newAgentLogs(env), newAgentInstall(env), newAgentUpgrade(env))
 	return cmd
 }
 
@@ -294,4 +308,40 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 			return len(p), err
 		}
 	}
+}
+
+func newAgentUpgrade(env Env) *cobra.Command {
+	var root string
+	cmd := &cobra.Command{
+		Use:   "upgrade",
+		Short: "Hand the running agent over to the ferry binary now on disk",
+		Long: `Upgrade asks the agent on ROOT to start the ferry binary at its path (replace
+the binary first), hand it the listening sockets of every port it owns and
+the apps it supervises, and exit once the new agent serves. The apps keep
+running and no request is dropped. Same as sending the agent SIGHUP.`,
+		Example: `  install -m 0755 ferry-new /usr/local/bin/ferry && ferry agent upgrade --root /var/lib/ferry`,
+		Args:    args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			before, _, _ := agent.Status(cmd.Context(), root)
+			if err := agent.RequestUpgrade(cmd.Context(), root); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(90 * time.Second)
+			for time.Now().Before(deadline) {
+				st, live, err := agent.Status(cmd.Context(), root)
+				if err == nil && live && before != nil && st.Agent != before.Agent {
+					fmt.Fprintf(env.Stdout, "agent upgraded: pid %d → %d\n", before.Agent, st.Agent)
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			return fmt.Errorf("the agent on %s did not come back as a new process within 90s: see its log", root)
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", DefaultAgentRoot, "the agent's root directory")
+	return cmd
 }

@@ -23,9 +23,10 @@ var (
 )
 
 const (
-	// debounce lets a burst of events (truncate, write, close; or create,
-	// write, rename) end before the file is read, so it is read once.
-	debounce = 30 * time.Millisecond
+	// debounce lets a burst of events (create, close, rename) end before
+	// the file is read, so it is read once. It is short because it is on
+	// the path from a change to the new release running.
+	debounce = 5 * time.Millisecond
 	// settle is how long an empty file must stay empty before it counts:
 	// `echo … > file` truncates before it writes, and an empty document
 	// means "run nothing", so a read in between would stop every app.
@@ -33,8 +34,11 @@ const (
 )
 
 // Watched on the directory, not the file: a watch on the file would follow
-// the old inode after a rename-over and never see the new one.
-const dirEvents = unix.IN_CLOSE_WRITE | unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CREATE |
+// the old inode after a rename-over and never see the new one. Not
+// IN_MODIFY: a writer in the middle of an in-place write would have the
+// document read half-written, and half a document may list fewer apps,
+// stopping the rest; IN_CLOSE_WRITE says the writer is done.
+const dirEvents = unix.IN_CLOSE_WRITE | unix.IN_ATTRIB | unix.IN_CREATE |
 	unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
 // fileWatcher follows one file through inotify on its directory.

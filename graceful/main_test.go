@@ -1,3 +1,5 @@
+//go:build unix
+
 package graceful
 
 import (
@@ -48,10 +50,10 @@ func runChild() int {
 		for _, k := range []string{envListenPID, envListenFDs, envListenFDNames} {
 			fmt.Fprintf(w, "%s=%q\n", k, os.Getenv(k))
 		}
-		for fd := 3; fd <= 4; fd++ {
-			flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_GETFD, 0)
-			fmt.Fprintf(w, "fd%d cloexec=%v errno=%d\n", fd, errno == 0 && flags&syscall.FD_CLOEXEC != 0, errno)
-		}
+		// Descriptor 3 is the first passed socket: when the app did not
+		// take it, it must still be open but close-on-exec.
+		flags, _, errno := syscall.Syscall(syscall.SYS_FCNTL, 3, syscall.F_GETFD, 0)
+		fmt.Fprintf(w, "fd3 cloexec=%v errno=%d\n", errno == 0 && flags&syscall.FD_CLOEXEC != 0, errno)
 	})
 	srv := &Server{
 		HTTP:     &http.Server{Addr: os.Getenv("GRACEFUL_TEST_ADDR"), Handler: mux},

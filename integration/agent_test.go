@@ -36,7 +36,8 @@ processes:
 }
 
 type agentStatus struct {
-	Apps map[string]struct {
+	Agent int `json:"agent_pid"`
+	Apps  map[string]struct {
 		Release, State, SHA256, Error string
 		Processes                     []struct {
 			Process  string

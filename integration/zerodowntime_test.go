@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -181,6 +182,26 @@ func TestZeroDowntimeUpgrades(t *testing.T) {
 					a := st.Apps["hello"]
 					return a.SHA256 == arts[last][1] && len(a.Processes) == tt.scale && a.Processes[0].Health == "healthy"
 				})
+			}
+			// Two agent self-upgrades under the same load: the apps keep
+			// their pids, the agent gets a new one, no request fails.
+			if tt.scale == 1 {
+				before := status(t, root)
+				appPid := before.Apps["hello"].Processes[0].PID
+				for range 2 {
+					r := ferry(t, "", nil, "agent", "upgrade", "--root", root)
+					if r.code != 0 || !strings.Contains(r.stdout, "agent upgraded") {
+						t.Fatalf("agent upgrade: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+					}
+				}
+				after := status(t, root)
+				t.Cleanup(func() { syscall.Kill(after.Agent, syscall.SIGKILL) })
+				if after.Agent == before.Agent {
+					t.Errorf("agent pid %d did not change", after.Agent)
+				}
+				if got := after.Apps["hello"].Processes[0].PID; got != appPid {
+					t.Errorf("the app's pid changed from %d to %d across agent upgrades", appPid, got)
+				}
 			}
 			time.Sleep(200 * time.Millisecond)
 			close(stop)
