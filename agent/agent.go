@@ -55,6 +55,9 @@ type Config struct {
 	// Self is the ferry binary, which handoff-mode instances start
 	// through (see package listenfd).
 	Self string
+	// StopOnExit stops the apps when Run returns, instead of leaving them
+	// for the next agent: for ferry dev, where nothing comes next.
+	StopOnExit bool
 }
 
 // Agent converges one host to its desired state.
@@ -194,7 +197,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	stop := func() error {
 		stopBG()
 		bgDone.Wait()
-		a.detachAll()
+		if a.cfg.StopOnExit {
+			a.stopAll()
+		} else {
+			a.detachAll()
+		}
 		return a.flush()
 	}
 	for {
@@ -299,6 +306,15 @@ func (a *Agent) detachAll() {
 	}
 }
 
+// stopAll stops every app's worker and processes.
+func (a *Agent) stopAll() {
+	for _, r := range a.runners() {
+		r.cancel()
+		<-r.done
+		r.stopAll()
+	}
+}
+
 // closeOwners closes every port the agent owns.
 func (a *Agent) closeOwners() {
 	for _, r := range a.runners() {
@@ -317,6 +333,8 @@ func (a *Agent) drainOwners() {
 		for _, o := range r.owners {
 			wg.Go(func() {
 				if o.proxy != nil {
+					o.ln.Close() // new connections go to the new agent only
+					o.proxy.LameDuck(ctx, time.Second)
 					o.proxy.Shutdown(ctx)
 				}
 				o.ln.Close()

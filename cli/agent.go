@@ -31,12 +31,16 @@ func newAgent(env Env) *cobra.Command {
 		cfg           agent.Config
 		logMax, cache string
 		logLevel      string
+		server, join  string
+		caSHA256      string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: converge this host to its desired state",
-		Long: `The agent reads this host's desired state (a file, watched, or an http(s) URL,
-polled with ETag), installs each app's release through a content-addressed
+		Long: `The agent reads this host's desired state — from the control server (--server;
+it joins once with --join and keeps its credential in ROOT, then follows
+changes with blocking queries and reports its state), or from a file
+(watched) or an http(s) URL (polled with ETag) — installs each app's release through a content-addressed
 cache into ROOT/apps/APP/releases, flips current, and supervises the app's
 processes: process groups, restarts with backoff, logs in ROOT/apps/APP/logs,
 health checks. A release that fails its health checks within health_timeout
@@ -53,14 +57,20 @@ no request is dropped. The desired-state document:
       sha256: 9f86d081884c7d65…
       env: {LOG_LEVEL: info}
       scale: {web: 2}`,
-		Example: `  ferry agent --root /var/lib/ferry --desired /etc/ferry/desired.yaml
+		Example: `  ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --join JOIN_TOKEN --ca-sha256 9f86… --name web-1
+  ferry agent --root /var/lib/ferry --desired /etc/ferry/desired.yaml
   ferry agent --root /srv/ferry --desired https://deploy.example.com/hosts/web-1.json --poll 10s
   ferry agent status --root /srv/ferry
   ferry agent logs --root /srv/ferry hello --process web -f`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.Desired == "" {
-				return usageError{fmt.Errorf("--desired is required: a file path or an http(s) URL of this host's desired state")}
+			if cfg.Desired == "" && server == "" {
+				if _, err := os.Stat(filepath.Join(cfg.Root, credentialFile)); err != nil {
+					return usageError{fmt.Errorf("give --desired FILE|URL, or --server URL --join TOKEN --ca-sha256 HASH")}
+				}
+			}
+			if cfg.Desired != "" && server != "" {
+				return usageError{fmt.Errorf("--desired and --server exclude each other")}
 			}
 			if logMax != "" {
 				n, err := parseBytes(logMax)
@@ -82,6 +92,11 @@ no request is dropped. The desired-state document:
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if cfg.Desired == "" {
+				if err := serverMode(cmd.Context(), &cfg, server, join, caSHA256); err != nil {
+					return err
+				}
+			}
 			if cfg.Self, err = os.Executable(); err != nil {
 				return fmt.Errorf("agent: find the ferry binary: %w", err)
 			}
@@ -107,6 +122,9 @@ no request is dropped. The desired-state document:
 	f.StringVar(&cfg.Name, "name", "", "this host's name in status (default: the hostname)")
 	f.StringVar(&cfg.Root, "root", DefaultAgentRoot, "directory for apps, cache, logs and state")
 	f.StringVar(&cfg.Desired, "desired", "", "desired state: file path or http(s) URL")
+	f.StringVar(&server, "server", "", "control server URL (https://HOST:7400); the agent joins it once and keeps its credential in ROOT")
+	f.StringVar(&join, "join", "", "join token (ferry agent join-token --group G), needed the first time")
+	f.StringVar(&caSHA256, "ca-sha256", "", "sha256 of the server's CA certificate, as ferry server prints it")
 	f.DurationVar(&cfg.Poll, "poll", 30*time.Second, "how often to poll a desired-state URL")
 	f.StringVar(&logMax, "log-max-size", "10MiB", "rotate a process's log at this size")
 	f.IntVar(&cfg.Log.Keep, "log-keep", 5, "rotated log files kept per process instance")
@@ -116,7 +134,7 @@ no request is dropped. The desired-state document:
 	f.DurationVar(&cfg.Fetch.RetryWait, "retry-wait", 2*time.Second, "wait before the first download retry (doubling)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cfg.Fetch.Backoff = true
-	cmd.AddCommand(newAgentStatus(env), newAgentLogs(env), newAgentInstall(env), newAgentUpgrade(env))
+	cmd.AddCommand(newAgentStatus(env), newAgentLogs(env), newAgentInstall(env), newAgentUpgrade(env), newAgentJoinToken(env))
 	return cmd
 }
 

@@ -43,6 +43,9 @@ var passed struct {
 // The listener is TCP unless a Unix socket was passed.
 func Listen(addr string) (net.Listener, error) {
 	if l, err := takePassed(addr); l != nil || err != nil {
+		if l != nil {
+			passedListeners.Store(l, true)
+		}
 		return l, err
 	}
 	if port := os.Getenv("PORT"); port != "" {
@@ -116,3 +119,9 @@ func portOf(a net.Addr) string {
 	}
 	return ""
 }
+
+// passedListeners are the sockets a supervisor passed in. They may be shared
+// with another copy of the app that still serves, so Serve does not accept
+// on one before the app is Ready: a copy that is warming up, or never gets
+// ready, must not take that copy's connections.
+var passedListeners sync.Map

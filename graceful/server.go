@@ -66,8 +66,10 @@ type Server struct {
 	ShutdownTimeout time.Duration
 
 	// Ready, when not nil, delays READY=1 until it is closed, for an app
-	// that must warm up before taking traffic; the server already answers
-	// meanwhile (a health check can say 503). Nil means ready once serving.
+	// that must warm up before taking traffic. On its own port the server
+	// already answers meanwhile (a health check can say 503); on a socket
+	// passed in by a supervisor, which an older copy may still be serving,
+	// it does not accept until Ready. Nil means ready once serving.
 	Ready <-chan struct{}
 
 	// OnShutdown functions run concurrently when the drain starts, for
@@ -124,7 +126,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer signal.Stop(sigs)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	serve := func() { go func() { served <- srv.Serve(l) }() }
+	_, shared := passedListeners.Load(l)
+	if !shared || s.Ready == nil {
+		serve()
+	} else {
+		defer passedListeners.Delete(l)
+	}
 
 	ready := s.Ready
 	if ready == nil {
@@ -139,6 +147,9 @@ wait:
 		select {
 		case <-ready:
 			ready = nil
+			if shared && s.Ready != nil {
+				serve()
+			}
 			if err := notify("READY=1"); err != nil {
 				// Serving on is better than failing: ferry's agent falls
 				// back to its health check, and a NOTIFY_SOCKET leaked from

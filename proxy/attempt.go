@@ -32,6 +32,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// as it could if it owned the port. HTTP/2 always can; the error only
 	// says so.
 	_ = http.NewResponseController(w).EnableFullDuplex()
+	if p.closing.Load() {
+		w.Header().Set("Connection", "close")
+	}
 
 	var bd *body
 	if r.Body != nil && r.Body != http.NoBody {

@@ -69,6 +69,20 @@ type Proxy struct {
 	added    chan struct{} // closed and replaced when a backend is added
 
 	waiting atomic.Int64 // requests waiting for a backend
+	closing atomic.Bool  // LameDuck: every response says Connection: close
+}
+
+// LameDuck makes every response, for d, tell its client to close the
+// connection, then returns. A proxy about to Shutdown while another process
+// accepts on the same socket (an agent upgrading itself) calls it first, so
+// keep-alive clients move to new connections instead of racing the close of
+// an idle one.
+func (p *Proxy) LameDuck(ctx context.Context, d time.Duration) {
+	p.closing.Store(true)
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // New returns a Proxy with no backends.

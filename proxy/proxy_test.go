@@ -443,3 +443,35 @@ func TestRetryAfterSend(t *testing.T) {
 		t.Errorf("crashing backend saw %d requests, live one %d; want 2 and 1", crash.served.Load(), ok.served.Load())
 	}
 }
+
+// TestLameDuckClosesKeepAlives: during the lame duck every response tells
+// its client to close, so no client reuses a connection the proxy is about
+// to close.
+func TestLameDuckClosesKeepAlives(t *testing.T) {
+	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	p, base := startProxy(t, Options{})
+	p.Add(b.addr)
+	get := func() *http.Response {
+		resp, err := http.Get(base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if get().Close {
+		t.Fatal("a response before the lame duck asked to close the connection")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.LameDuck(ctx, time.Minute); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !get().Close {
+		if time.Now().After(deadline) {
+			t.Fatal("responses during the lame duck do not say Connection: close")
+		}
+	}
+	cancel()
+	<-done
+}

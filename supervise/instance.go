@@ -5,6 +5,7 @@
 package supervise
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -76,8 +77,11 @@ type Status struct {
 	Health     health.Status `json:"health"`
 	// Ready is set once the process said READY=1 or passed its health
 	// check; upgrades switch traffic to an instance only when it is.
-	Ready     bool      `json:"ready"`
-	Release   string    `json:"release,omitempty"`
+	Ready   bool   `json:"ready"`
+	Release string `json:"release,omitempty"`
+	// Pipes names the run's output FIFOs in RunDir, which an adopting
+	// agent reopens.
+	Pipes     string    `json:"pipes,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	CrashLoop bool      `json:"crash_loop,omitempty"`
 	NextStart time.Time `json:"next_start,omitzero"`
@@ -85,14 +89,15 @@ type Status struct {
 
 // Instance supervises one process instance until Stop or Detach.
 type Instance struct {
-	spec   Spec
-	log    *logfile.Writer
-	mu     sync.Mutex
-	st     Status
-	stopCh chan struct{}
-	detach chan struct{}
-	once   sync.Once
-	done   chan struct{}
+	spec     Spec
+	log      *logfile.Writer
+	closeLog func() error
+	mu       sync.Mutex
+	st       Status
+	stopCh   chan struct{}
+	detach   chan struct{}
+	once     sync.Once
+	done     chan struct{}
 }
 
 // Start begins supervising spec. With prev (the instance's last status, from
@@ -111,17 +116,18 @@ func Start(spec Spec, prev *Status) (*Instance, error) {
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("supervise %s: %w", spec.Name(), err)
 	}
-	w, err := logfile.Open(spec.LogPath, spec.Log)
+	w, closeLog, err := openLog(spec.LogPath, spec.Log)
 	if err != nil {
 		return nil, fmt.Errorf("supervise %s: %w", spec.Name(), err)
 	}
 	i := &Instance{
-		spec:   spec,
-		log:    w,
-		st:     Status{Process: spec.Process, Instance: spec.N, Port: spec.Port, Health: health.Unknown, Release: spec.Release},
-		stopCh: make(chan struct{}),
-		detach: make(chan struct{}),
-		done:   make(chan struct{}),
+		spec:     spec,
+		log:      w,
+		closeLog: closeLog,
+		st:       Status{Process: spec.Process, Instance: spec.N, Port: spec.Port, Health: health.Unknown, Release: spec.Release},
+		stopCh:   make(chan struct{}),
+		detach:   make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	if prev != nil {
 		i.st.Restarts = prev.Restarts
@@ -171,10 +177,10 @@ func (i *Instance) update(f func(st *Status)) {
 
 func (i *Instance) run(prev *Status) {
 	defer close(i.done)
-	defer i.log.Close()
+	defer i.closeLog()
 	attempt := 0
 	for {
-		p, readers, started, err := i.launch(prev)
+		p, readers, started, pipes, err := i.launch(prev)
 		prev = nil
 		if err != nil {
 			attempt++
@@ -184,7 +190,7 @@ func (i *Instance) run(prev *Status) {
 			}
 			continue
 		}
-		ended := i.supervise(p, readers, started)
+		ended := i.supervise(p, readers, started, pipes)
 		if ended {
 			return
 		}
@@ -198,13 +204,14 @@ func (i *Instance) run(prev *Status) {
 	}
 }
 
-// launch adopts prev's process when it can, else starts a new one.
-func (i *Instance) launch(prev *Status) (*proc, [2]*os.File, time.Time, error) {
-	outPath, errPath := fifos(i.spec.RunDir, i.spec.Name())
+// launch adopts prev's process when it can, else starts a new one. pipes
+// names the run's output FIFOs.
+func (i *Instance) launch(prev *Status) (p *proc, rs [2]*os.File, started time.Time, pipes string, err error) {
 	if prev != nil && prev.PID > 0 {
 		p, err := adopt(prev.PID, prev.StartTicks)
 		if err == nil {
-			var rs [2]*os.File
+			pipes = cmp.Or(prev.Pipes, i.spec.Name())
+			outPath, errPath := fifos(i.spec.RunDir, pipes)
 			for k, path := range []string{outPath, errPath} {
 				if r, err := openReader(path); err == nil {
 					rs[k] = r
@@ -212,7 +219,7 @@ func (i *Instance) launch(prev *Status) (*proc, [2]*os.File, time.Time, error) {
 			}
 			i.log.Note("adopted pid %d", p.pid)
 			i.spec.Logger.Info("adopted", "instance", i.spec.Name(), "pid", p.pid)
-			return p, rs, prev.Started, nil
+			return p, rs, prev.Started, pipes, nil
 		}
 		i.log.Note("not adopting: %v", err)
 		i.spec.Logger.Info("not adopting", "instance", i.spec.Name(), "err", err)
@@ -220,10 +227,9 @@ func (i *Instance) launch(prev *Status) (*proc, [2]*os.File, time.Time, error) {
 	argv, env, files := shellCommand(i.spec.Command), i.spec.Env, []*os.File(nil)
 	if i.spec.Wrap != nil {
 		var extra []string
-		var err error
 		argv, extra, files, err = i.spec.Wrap(argv)
 		if err != nil {
-			return nil, [2]*os.File{}, time.Time{}, err
+			return nil, rs, time.Time{}, "", err
 		}
 		env = append(env[:len(env):len(env)], extra...)
 		defer func() {
@@ -232,17 +238,29 @@ func (i *Instance) launch(prev *Status) (*proc, [2]*os.File, time.Time, error) {
 			}
 		}()
 	}
-	p, rs, err := startProc(argv, i.spec.Dir, env, files, outPath, errPath)
+	// Each run has FIFOs of its own: during an upgrade the old and the new
+	// instance of web.1 run side by side, and a shared pipe would keep the
+	// old run's reader from ever seeing EOF.
+	pipes = fmt.Sprintf("%s-%d", i.spec.Name(), time.Now().UnixNano())
+	outPath, errPath := fifos(i.spec.RunDir, pipes)
+	p, rs, err = startProc(argv, i.spec.Dir, env, files, outPath, errPath)
 	if err != nil {
-		return nil, rs, time.Time{}, err
+		os.Remove(outPath)
+		os.Remove(errPath)
+		return nil, rs, time.Time{}, "", err
 	}
 	i.log.Note("started pid %d", p.pid)
-	return p, rs, time.Now(), nil
+	return p, rs, time.Now(), pipes, nil
 }
 
 // supervise watches one run of the process until it exits (false) or the
 // instance is stopped or detached (true).
-func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bool {
+func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time, pipes string) bool {
+	removePipes := func() {
+		outPath, errPath := fifos(i.spec.RunDir, pipes)
+		os.Remove(outPath)
+		os.Remove(errPath)
+	}
 	var drains sync.WaitGroup
 	for k, r := range readers {
 		if r == nil {
@@ -258,7 +276,7 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 	hctx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	i.update(func(st *Status) {
-		st.State, st.PID, st.StartTicks, st.Started = StateRunning, p.pid, p.ticks, started
+		st.State, st.PID, st.StartTicks, st.Started, st.Pipes = StateRunning, p.pid, p.ticks, started, pipes
 		st.Health, st.NextStart, st.Ready = health.Unknown, time.Time{}, false
 	})
 	if i.spec.WaitReady != nil {
@@ -304,12 +322,14 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time) bo
 			// its port or files against the next run.
 			i.killGroup(p.pid)
 			drainWait(&drains, time.Second)
+			removePipes()
 			i.log.Note("pid %d %v", p.pid, p.err)
 			return false
 		case <-i.stopCh:
 			stopHealth()
 			i.terminate(p)
 			drainWait(&drains, time.Second)
+			removePipes()
 			i.update(func(st *Status) { st.State, st.PID, st.Health, st.Ready = StateStopped, 0, health.Unknown, false })
 			return true
 		case <-i.detach:

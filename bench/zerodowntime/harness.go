@@ -39,18 +39,21 @@ type Subject struct {
 
 // Run is one run of a subject.
 type Run struct {
-	Clients   map[string]*clientStats `json:"clients"`
-	Backlog   int64                   `json:"open_loop_backlog"` // open-loop sends skipped, too many in flight
-	Upgrades  []Upgrade               `json:"upgrades"`
-	Expected  []string                `json:"expected_versions"` // versions that were up and must have answered
-	Unserved  []string                `json:"unserved_versions"`
-	Leaked    []string                `json:"leaked_processes,omitempty"`
-	FDsBefore int                     `json:"agent_fds_before,omitempty"`
-	FDsAfter  int                     `json:"agent_fds_after,omitempty"`
-	LoadSecs  float64                 `json:"load_seconds"`
-	Errors    []string                `json:"errors,omitempty"` // the harness could not do what it meant to
-	Verdict   string                  `json:"verdict"`
-	Why       []string                `json:"why,omitempty"`
+	Clients  map[string]*clientStats `json:"clients"`
+	Backlog  int64                   `json:"open_loop_backlog"` // open-loop sends skipped, too many in flight
+	Upgrades []Upgrade               `json:"upgrades"`
+	Expected []string                `json:"expected_versions"` // versions that were up and must have answered
+	Unserved []string                `json:"unserved_versions"`
+	// Strays are answers from versions that were never up: in the agent
+	// runs, releases it rejected (a never-ready release must not serve).
+	Strays    map[string]int `json:"stray_versions,omitempty"`
+	Leaked    []string       `json:"leaked_processes,omitempty"`
+	FDsBefore int            `json:"agent_fds_before,omitempty"`
+	FDsAfter  int            `json:"agent_fds_after,omitempty"`
+	LoadSecs  float64        `json:"load_seconds"`
+	Errors    []string       `json:"errors,omitempty"` // the harness could not do what it meant to
+	Verdict   string         `json:"verdict"`
+	Why       []string       `json:"why,omitempty"`
 }
 
 // Upgrade is one step of a run.
@@ -83,7 +86,21 @@ func (r *Run) judge(withUpgrades bool) {
 		}
 		total += c.Classes[classOK]
 	}
-	r.Unserved = nil
+	r.Unserved, r.Strays = nil, nil
+	expected := map[string]bool{}
+	for _, v := range r.Expected {
+		expected[v] = true
+	}
+	for _, c := range r.Clients {
+		for v, n := range c.Versions {
+			if !expected[v] {
+				if r.Strays == nil {
+					r.Strays = map[string]int{}
+				}
+				r.Strays[v] += n
+			}
+		}
+	}
 	for _, v := range r.Expected {
 		if !served[v] {
 			r.Unserved = append(r.Unserved, v)
@@ -98,6 +115,9 @@ func (r *Run) judge(withUpgrades bool) {
 	}
 	if len(r.Unserved) > 0 {
 		r.Why = append(r.Why, fmt.Sprintf("%d versions never answered", len(r.Unserved)))
+	}
+	if len(r.Strays) > 0 {
+		r.Why = append(r.Why, fmt.Sprintf("answers from versions that were never up: %v", r.Strays))
 	}
 	if len(r.Leaked) > 0 {
 		r.Why = append(r.Why, fmt.Sprintf("%d processes leaked", len(r.Leaked)))

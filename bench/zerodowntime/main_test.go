@@ -155,18 +155,20 @@ func TestPOSTIsNotRetried(t *testing.T) {
 	}
 }
 
-// TestSmoke runs the harness for real, 5 upgrades, in what the agent does
-// today: the stop-start negative control and the reuseport control must
-// both be seen failing, and the tallies must add up. When the proxy and
-// handoff modes land, add them here expecting PASS.
+// TestSmoke runs the harness for real, 5 upgrades per subject: the
+// agent's proxy mode must lose nothing, while its stop-start mode (the
+// negative control) must be seen failing; in each, the tallies must add
+// up. Left out: handoff, which loses the odd h2c POST to the app's GOAWAY
+// (see BENCHMARKS.md), and the reuseport control, which loses ~2 requests
+// per upgrade on average: 5 upgrades would show either only sometimes.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the agent through 5 upgrades under load (~30s)")
+		t.Skip("runs the agent through 5 upgrades per mode under load (~45s)")
 	}
 	need(t)
 	cfg := config{
-		Modes:         []string{"stop-start"},
-		Controls:      []string{"reuseport"},
+		Ferry:         os.Getenv("ZERODOWNTIME_FERRY"), // default: build ./cmd/ferry
+		Modes:         []string{"proxy", "stop-start"},
 		Upgrades:      5,
 		Scale:         1,
 		Runs:          1,
@@ -188,14 +190,14 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("a subject did not end as expected")
 	}
 	for _, s := range res.Subjects {
-		if s.Expect != "fail" || s.Verdict != "FAIL" || !s.AsExpected {
-			t.Errorf("%s: verdict %s (expected to %s), as expected %v", s.Name, s.Verdict, s.Expect, s.AsExpected)
+		if !s.AsExpected {
+			t.Errorf("%s: verdict %s, expected to %s", s.Name, s.Verdict, s.Expect)
 		}
 		for _, r := range s.Runs {
 			if len(r.Upgrades) != cfg.Upgrades || len(r.Errors) > 0 || len(r.Leaked) > 0 {
 				t.Errorf("%s: %d upgrades, errors %q, leaked %q", s.Name, len(r.Upgrades), r.Errors, r.Leaked)
 			}
-			if r.failures() == 0 {
+			if s.Expect == "fail" && r.failures() == 0 {
 				t.Errorf("%s lost no request: the harness cannot see failures", s.Name)
 			}
 			for name, c := range r.Clients {

@@ -115,6 +115,9 @@ func writeRun(w io.Writer, n int, r *Run) {
 		fmt.Fprintf(w, " (%s; each took %.2f s median, %.2f s max)", strings.Join(parts, ", "), secs[len(secs)/2], secs[len(secs)-1])
 	}
 	fmt.Fprintf(w, "; %d versions up, %d of them never answered", len(r.Expected), len(r.Unserved))
+	for _, v := range sortedKeys(r.Strays) {
+		fmt.Fprintf(w, "; **%s, never up, answered %d requests**", v, r.Strays[v])
+	}
 	if r.FDsBefore != 0 || r.FDsAfter != 0 {
 		fmt.Fprintf(w, "; agent fds %d → %d", r.FDsBefore, r.FDsAfter)
 	}

@@ -1,0 +1,265 @@
+// Package api is the wire contract of ferry's control server: the paths,
+// and the JSON bodies the server, the CLI's client and the agent exchange.
+// It holds no behaviour, so every side can import it.
+//
+// Errors are {"error": {"code": "...", "message": "..."}} with the code one
+// of ferry's error kinds; the HTTP status follows from it (invalid 400,
+// unauthorized 401, forbidden 403, not_found 404, locked 409, unhealthy
+// 422, internal 500). Every request but /v1/agent/join carries
+// "Authorization: Bearer TOKEN".
+package api
+
+import (
+	"time"
+
+	"github.com/ferrydeploy/ferry/agent"
+	"github.com/ferrydeploy/ferry/desired"
+)
+
+// Paths. {sha256}, {app}, {id}, {group} are path values.
+const (
+	PathArtifacts   = "/v1/artifacts"                // POST upload (body: the artifact; header SHA256Header); GET list
+	PathArtifact    = "/v1/artifacts/{sha256}"       // HEAD exists?; GET download (agents too)
+	PathApps        = "/v1/apps"                     // GET []App
+	PathReleases    = "/v1/apps/{app}/releases"      // GET []Release
+	PathDeployments = "/v1/deployments"              // POST DeployRequest → Deployment; GET ?app=&group= → []Deployment
+	PathDeployment  = "/v1/deployments/{id}"         // GET ?index=N&wait=30s (blocking) → Deployment
+	PathPromote     = "/v1/deployments/{id}/promote" // POST → Deployment
+	PathRollback    = "/v1/rollback"                 // POST RollbackRequest → Deployment
+	PathStatus      = "/v1/status"                   // GET ?app= → Status
+	PathTokens      = "/v1/tokens"                   // POST TokenRequest → TokenCreated; GET → []Token
+	PathToken       = "/v1/tokens/{id}"              // DELETE (revoke)
+	PathJoinTokens  = "/v1/join-tokens"              // POST JoinTokenRequest → TokenCreated
+	PathLocks       = "/v1/locks"                    // GET → []Lock
+	PathLock        = "/v1/locks/{app}/{group}"      // DELETE (admin: break)
+	PathAudit       = "/v1/audit"                    // GET → []AuditEvent
+	PathAgentJoin   = "/v1/agent/join"               // POST JoinRequest (no bearer; the join token is in the body) → JoinResponse
+	PathDesired     = "/v1/agent/desired"            // GET ?index=N&wait=5m → Desired (agent credential)
+	PathReport      = "/v1/agent/report"             // POST Report (agent credential) → 204
+	PathHealth      = "/healthz"                     // GET, no auth
+)
+
+// SHA256Header carries an upload's digest; the server verifies it.
+const SHA256Header = "X-Ferry-SHA256"
+
+// IndexHeader carries the state index an answer reflects, for blocking
+// queries (as Consul's X-Consul-Index).
+const IndexHeader = "X-Ferry-Index"
+
+// Roles, weakest first.
+const (
+	RoleViewer   = "viewer"
+	RoleDeployer = "deployer"
+	RoleAdmin    = "admin"
+	RoleAgent    = "agent" // a host's own credential: its desired state and reports only
+)
+
+// ErrorBody is how every error is answered.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Artifact is an uploaded build, named by its sha256.
+type Artifact struct {
+	SHA256   string    `json:"sha256"`
+	App      string    `json:"app"`
+	Version  string    `json:"version"`
+	Size     int64     `json:"size"`
+	Uploaded time.Time `json:"uploaded"`
+	By       string    `json:"by"`
+	Existed  bool      `json:"existed,omitempty"` // the upload was skipped: the server had it
+}
+
+// App is a deployable the server knows from its artifacts.
+type App struct {
+	Name      string     `json:"name"`
+	Artifacts int        `json:"artifacts"`
+	Releases  int        `json:"releases"`
+	Groups    []GroupApp `json:"groups"`
+}
+
+// GroupApp is which release an app runs in one group.
+type GroupApp struct {
+	Group   string `json:"group"`
+	Release int    `json:"release"` // 0: none
+}
+
+// Release is an artifact plus a config revision, numbered per app.
+type Release struct {
+	App       string    `json:"app"`
+	Number    int       `json:"number"` // vN
+	SHA256    string    `json:"sha256"`
+	Version   string    `json:"version"` // the artifact's
+	ConfigRev int       `json:"config_rev"`
+	Created   time.Time `json:"created"`
+	By        string    `json:"by"`
+	// Outcome of its last deployment: "", deploying, healthy, failed, rolled-back.
+	Outcome string `json:"outcome,omitempty"`
+}
+
+// Strategies.
+const (
+	StrategyAll     = "all"
+	StrategyRolling = "rolling"
+	StrategyCanary  = "canary"
+)
+
+// DeployRequest asks for a release of App on Group. Version names an
+// artifact version (or "" for the newest artifact), or Release an existing
+// release number.
+type DeployRequest struct {
+	App            string        `json:"app"`
+	Group          string        `json:"group"`
+	Version        string        `json:"version,omitempty"`
+	SHA256         string        `json:"sha256,omitempty"`
+	Release        int           `json:"release,omitempty"`
+	Strategy       string        `json:"strategy,omitempty"` // default rolling
+	Batch          string        `json:"batch,omitempty"`    // "2" or "25%"; default 25%
+	Canary         int           `json:"canary,omitempty"`
+	HealthTimeout  time.Duration `json:"health_timeout,omitempty"` // default 60s
+	NoAutoRollback bool          `json:"no_auto_rollback,omitempty"`
+	WaitLock       time.Duration `json:"wait_lock,omitempty"` // 0: fail at once with locked
+}
+
+// RollbackRequest rolls App on Group back to Release, or to the last
+// release that was healthy on every host.
+type RollbackRequest struct {
+	App     string `json:"app"`
+	Group   string `json:"group"`
+	Release int    `json:"release,omitempty"`
+}
+
+// Deployment states.
+const (
+	DeployRunning    = "running"
+	DeployWaiting    = "waiting-promote" // canary done; ferry promote continues
+	DeploySucceeded  = "succeeded"
+	DeployFailed     = "failed"
+	DeployRolledBack = "rolled-back"
+)
+
+// Deployment is one rollout of a release of an app to a group.
+type Deployment struct {
+	ID            string                 `json:"id"`
+	App           string                 `json:"app"`
+	Group         string                 `json:"group"`
+	Release       int                    `json:"release"`
+	From          int                    `json:"from"` // the release the group ran before; 0: none
+	Strategy      string                 `json:"strategy"`
+	Batch         string                 `json:"batch"`
+	Canary        int                    `json:"canary,omitempty"`
+	HealthTimeout time.Duration          `json:"health_timeout"`
+	AutoRollback  bool                   `json:"auto_rollback"`
+	State         string                 `json:"state"`
+	Error         string                 `json:"error,omitempty"`
+	Hosts         map[string]HostRollout `json:"hosts"`
+	RollbackOf    string                 `json:"rollback_of,omitempty"` // the deployment this one undoes
+	By            string                 `json:"by"`
+	Started       time.Time              `json:"started"`
+	Ended         time.Time              `json:"ended,omitzero"`
+}
+
+// HostRollout is one host's part of a deployment.
+type HostRollout struct {
+	Batch int    `json:"batch"`
+	State string `json:"state"` // pending, deploying, healthy, failed, rolled-back
+	Error string `json:"error,omitempty"`
+}
+
+// Status is hosts × apps, as the agents last reported.
+type Status struct {
+	Hosts []Host `json:"hosts"`
+}
+
+// Host is a machine running an agent.
+type Host struct {
+	Name     string                     `json:"name"`
+	Groups   []string                   `json:"groups"`
+	LastSeen time.Time                  `json:"last_seen"`
+	Lost     bool                       `json:"lost"` // no heartbeat for a while
+	Apps     map[string]*agent.AppState `json:"apps"`
+}
+
+// TokenRequest creates an API token.
+type TokenRequest struct {
+	Name   string        `json:"name"`
+	Role   string        `json:"role"`
+	Apps   []string      `json:"apps,omitempty"`   // empty: all
+	Groups []string      `json:"groups,omitempty"` // empty: all
+	TTL    time.Duration `json:"ttl,omitempty"`    // 0: no expiry
+}
+
+// JoinTokenRequest creates a token agents join Groups with.
+type JoinTokenRequest struct {
+	Groups []string      `json:"groups"`
+	TTL    time.Duration `json:"ttl,omitempty"` // default 24h
+}
+
+// TokenCreated is shown once: the server keeps only a hash of Secret.
+type TokenCreated struct {
+	Token
+	Secret string `json:"secret"`
+}
+
+// Token is an API credential, without its secret.
+type Token struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Role    string    `json:"role"`
+	Apps    []string  `json:"apps,omitempty"`
+	Groups  []string  `json:"groups,omitempty"`
+	Host    string    `json:"host,omitempty"` // agent credentials
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+	Revoked bool      `json:"revoked,omitempty"`
+}
+
+// Lock is the one deployment an app × group may have at a time: a lease
+// renewed while its rollout lives.
+type Lock struct {
+	App     string    `json:"app"`
+	Group   string    `json:"group"`
+	Owner   string    `json:"owner"`  // who deployed
+	Reason  string    `json:"reason"` // e.g. "deploy v4", with the deployment id
+	Since   time.Time `json:"since"`
+	Expires time.Time `json:"expires"`
+}
+
+// AuditEvent is one change: who, what, when, from where.
+type AuditEvent struct {
+	Time   time.Time `json:"time"`
+	Who    string    `json:"who"`
+	From   string    `json:"from"`
+	Action string    `json:"action"` // e.g. deploy, publish, token.create
+	Target string    `json:"target"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// JoinRequest registers a host with a join token.
+type JoinRequest struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+}
+
+// JoinResponse is the host's own credential, to be kept by the agent.
+type JoinResponse struct {
+	Host   string   `json:"host"`
+	Groups []string `json:"groups"`
+	Secret string   `json:"secret"`
+}
+
+// Desired is a host's desired state: artifacts are server URLs
+// (PathArtifact) the agent fetches with its own credential.
+type Desired struct {
+	Index uint64      `json:"index"`
+	Doc   desired.Doc `json:"doc"`
+}
+
+// Report is what an agent says about its host, every few seconds and after
+// every change.
+type Report struct {
+	State agent.State `json:"state"`
+}

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferrydeploy/ferry/server"
+)
+
+func newServer(env Env) *cobra.Command {
+	var (
+		cfg      server.Config
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control server: API, orchestrator, artifact store",
+		Long: `The control server keeps the desired state of every host (an embedded bbolt
+file, DIR/state.db), stores artifacts (DIR/artifacts), and rolls releases out
+to groups of hosts in health-gated batches under a per app × group lock,
+rolling back automatically when a host fails.
+
+On first start it makes a TLS CA and certificate (DIR/tls; agents pin the CA
+by its sha256) and an admin token (DIR/admin.token, mode 0600), and prints
+the token and how to log in and join an agent. --tls-cert/--tls-key use the
+operator's own certificate instead.`,
+		Example: `  ferry server --data /var/lib/ferry-server --listen :7400
+  ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.Data == "" {
+				return usageError{fmt.Errorf("--data is required: the directory the server keeps its state, artifacts and TLS files in")}
+			}
+			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+				return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			srv, err := server.New(cfg)
+			if err != nil {
+				return err
+			}
+			printWelcome(env, srv)
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Data, "data", "", "directory of state.db, artifacts/, tls/ and admin.token")
+	f.StringVar(&cfg.Listen, "listen", ":7400", "address to serve HTTPS on")
+	f.StringVar(&cfg.Advertise, "advertise", "", "URL agents and clients reach this server at (default from --listen and the host name)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve instead of the server's own CA")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// printWelcome tells the operator, once, the admin token and how to use it.
+func printWelcome(env Env, srv *server.Server) {
+	tok := srv.AdminToken()
+	if tok == "" {
+		return
+	}
+	pin := ""
+	if h := srv.CASHA256(); h != "" {
+		pin = " --ca-sha256 " + h
+	}
+	fmt.Fprintf(env.Stdout, `ferry server: first start. The admin token (also in %s, mode 0600; shown only now):
+
+  %s
+
+Log in from your machine:
+
+  ferry login %s --token %s%s
+
+Make a join token for a group, then start an agent on each host of it:
+
+  ferry agent join-token --group prod
+  ferry agent --server %s --join JOIN_TOKEN%s --root /var/lib/ferry --name $(hostname)
+
+`, server.AdminTokenFile, tok, srv.URL(), tok, pin, srv.URL(), pin)
+}

@@ -1,0 +1,82 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// Status returns hosts × apps as the agents last reported; app "" is all.
+func (c *Client) Status(ctx context.Context, app string) (api.Status, error) {
+	q := url.Values{}
+	if app != "" {
+		q.Set("app", app)
+	}
+	var st api.Status
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathStatus, query: q, out: &st})
+	return st, err
+}
+
+// Apps lists the apps the server knows and which release each group runs.
+func (c *Client) Apps(ctx context.Context) ([]api.App, error) {
+	var out []api.App
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathApps, out: &out})
+	return out, err
+}
+
+// Releases lists app's releases.
+func (c *Client) Releases(ctx context.Context, app string) ([]api.Release, error) {
+	var out []api.Release
+	_, err := c.do(ctx, call{method: http.MethodGet, path: path(api.PathReleases, app), out: &out})
+	return out, err
+}
+
+// Tokens lists API tokens, without their secrets.
+func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
+	var out []api.Token
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathTokens, out: &out})
+	return out, err
+}
+
+// CreateToken creates an API token. Its Secret is in the answer only: the
+// server keeps a hash.
+func (c *Client) CreateToken(ctx context.Context, req api.TokenRequest) (api.TokenCreated, error) {
+	var out api.TokenCreated
+	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathTokens, body: req, out: &out})
+	return out, err
+}
+
+// RevokeToken revokes token id; the server refuses it from then on.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: path(api.PathToken, id)})
+	return err
+}
+
+// CreateJoinToken creates a token agents join req.Groups with.
+func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (api.TokenCreated, error) {
+	var out api.TokenCreated
+	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathJoinTokens, body: req, out: &out})
+	return out, err
+}
+
+// Locks lists the deploy locks held now.
+func (c *Client) Locks(ctx context.Context) ([]api.Lock, error) {
+	var out []api.Lock
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathLocks, out: &out})
+	return out, err
+}
+
+// BreakLock releases the deploy lock of app × group (admin).
+func (c *Client) BreakLock(ctx context.Context, app, group string) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: path(api.PathLock, app, group)})
+	return err
+}
+
+// Audit returns the audit events.
+func (c *Client) Audit(ctx context.Context) ([]api.AuditEvent, error) {
+	var out []api.AuditEvent
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, out: &out})
+	return out, err
+}

@@ -1,0 +1,64 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/fetch"
+)
+
+// Join registers a host with a join token (in req, not the client's
+// credential). The answer's Secret is the host's own credential: make a
+// new client with it.
+func (c *Client) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse, error) {
+	var out api.JoinResponse
+	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathAgentJoin, body: req, out: &out, noAuth: true})
+	return out, err
+}
+
+// Desired returns this host's desired state (agent credential). With
+// index > 0 it blocks until the state's index passes index, or for wait.
+func (c *Client) Desired(ctx context.Context, index uint64, wait time.Duration) (api.Desired, error) {
+	var out api.Desired
+	h, err := c.do(ctx, call{method: http.MethodGet, path: api.PathDesired, query: blockingQuery(index, wait), out: &out, wait: wait})
+	if err == nil && out.Index == 0 {
+		out.Index = indexOf(h)
+	}
+	return out, err
+}
+
+// Report tells the server what runs on this host.
+func (c *Client) Report(ctx context.Context, r api.Report) error {
+	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathReport, body: r})
+	return err
+}
+
+// ArtifactSource returns a fetch.Source for https URLs of this server
+// (api.PathArtifact): this client's TLS trust and credential, so an agent's
+// download authenticates. Register it for "https" (and "http") in the
+// agent's fetch.Registry. The credential goes only to this server's host,
+// never to another host a URL or a redirect names (a store's signed URL).
+func (c *Client) ArtifactSource() fetch.Source {
+	tr := c.tr.Clone()
+	// Unlike a blocking query, a download's headers come at once.
+	tr.ResponseHeaderTimeout = 30 * time.Second
+	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, host: c.base.Host, token: c.token}}}
+}
+
+// authTransport adds the bearer credential to requests for host.
+type authTransport struct {
+	base  http.RoundTripper
+	host  string
+	token string
+}
+
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host || t.token == "" || req.Header.Get("Authorization") != "" {
+		return t.base.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	return t.base.RoundTrip(r)
+}

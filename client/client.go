@@ -1,0 +1,272 @@
+// Package client is the typed Go client of ferry's control-server API
+// (package api): the CLI, ferry dev and the agent talk to the server only
+// through it.
+//
+// Every method returns a *ferry.Error carrying the server's error kind when
+// the server answered with an error, so the CLI maps it to an exit code
+// (locked 3, unhealthy 4); a transport error names the server that could
+// not be reached and why. Cancelling ctx returns an error wrapping ctx's.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/tlsca"
+)
+
+// callTimeout bounds a request that does not block by design, so a hung
+// server cannot hang the CLI; blocking queries and uploads get their own.
+const callTimeout = time.Minute
+
+// Client calls one ferry server with one credential. It is safe for
+// concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	tr    *http.Transport
+	hc    *http.Client
+}
+
+// New returns a client of the server at server (https://HOST:PORT; a bare
+// HOST:PORT means https) that sends token as its bearer credential. With
+// caSHA256 (hex sha256 of the CA certificate's DER bytes) it trusts only
+// certificates of that CA, as agents do; without, the system roots.
+// An empty token is allowed for Join, which carries its own.
+func New(server, token, caSHA256 string) (*Client, error) {
+	u, err := ParseServer(server)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = 15 * time.Second
+	// Artifacts are named by the digest of their bytes as stored.
+	tr.DisableCompression = true
+	if caSHA256 != "" {
+		tr.TLSClientConfig = tlsca.PinnedClient(strings.ToLower(strings.TrimSpace(caSHA256)))
+	} else {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return &Client{
+		base:  u,
+		token: token,
+		tr:    tr,
+		// No Timeout: blocking queries and uploads last long; each call
+		// bounds itself by its context.
+		hc: &http.Client{Transport: tr},
+	}, nil
+}
+
+// ParseServer reads a server address: a URL, or HOST:PORT meaning https.
+func ParseServer(server string) (*url.URL, error) {
+	s := strings.TrimSpace(server)
+	if s == "" {
+		return nil, ferry.Errorf(ferry.EINVALID, "no server address")
+	}
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, err, "server address %q", server)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return nil, ferry.Errorf(ferry.EINVALID, "server address %q: use https://HOST:PORT", server)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, ferry.Errorf(ferry.EINVALID, "server address %q: use https://HOST:PORT without user, query or fragment", server)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// Server returns the server's base URL, e.g. https://deploy.example.com:7400.
+func (c *Client) Server() string { return c.base.String() }
+
+// call is one API request.
+type call struct {
+	method string
+	path   string // api.Path… with its path values filled in
+	query  url.Values
+	body   any       // JSON-encoded when not nil and not an io.Reader
+	raw    io.Reader // a body sent as is
+	header http.Header
+	length int64         // of raw; -1 unknown
+	noAuth bool          // /v1/agent/join
+	out    any           // JSON-decoded from a 2xx answer when not nil
+	wait   time.Duration // how long the server may take by design, beyond callTimeout; <0: unbounded
+}
+
+// do runs cl and returns the answer's header. The body is decoded into
+// cl.out; an error answer becomes a *ferry.Error of its kind.
+func (c *Client) do(ctx context.Context, cl call) (http.Header, error) {
+	if cl.wait >= 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, callTimeout+cl.wait)
+		defer cancel()
+	}
+	u := *c.base
+	u.Path = strings.TrimRight(c.base.Path, "/") + cl.path
+	u.RawQuery = cl.query.Encode()
+	body := cl.raw
+	if cl.body != nil {
+		b, err := json.Marshal(cl.body)
+		if err != nil {
+			return nil, fmt.Errorf("client: encode %s %s: %w", cl.method, cl.path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s %s: %w", cl.method, cl.path, err)
+	}
+	if cl.raw != nil {
+		req.ContentLength = cl.length
+	}
+	for k, v := range cl.header {
+		req.Header[k] = v
+	}
+	req.Header.Set("User-Agent", "ferry")
+	req.Header.Set("Accept", "application/json")
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if !cl.noAuth && c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return resp.Header, c.answerError(cl, resp)
+	}
+	if cl.out != nil && cl.method != http.MethodHead && resp.StatusCode != http.StatusNoContent {
+		if err := json.NewDecoder(resp.Body).Decode(cl.out); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("ferry server %s: %s %s: unreadable answer: %w", c.base.Host, cl.method, cl.path, err)
+		}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
+	return resp.Header, nil
+}
+
+// transportError says which server could not be reached and why, with a
+// hint for the mistake that is most likely behind a certificate error.
+func (c *Client) transportError(err error) error {
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("ferry server %s did not answer in time: %w", c.base, err)
+	case errors.As(err, &ua):
+		return fmt.Errorf("cannot reach ferry server %s: its certificate is not signed by a trusted CA; "+
+			"pass the server CA's fingerprint with --ca-sha256 (FERRY_CA_SHA256): %w", c.base, err)
+	case errors.As(err, &hn):
+		return fmt.Errorf("cannot reach ferry server %s: its certificate is for another name: %w", c.base, err)
+	}
+	return fmt.Errorf("cannot reach ferry server %s: %w", c.base, unwrapURL(err))
+}
+
+// unwrapURL drops *url.Error's `Get "https://…":` prefix, already said.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// answerError turns an error answer into a *ferry.Error: the server's code
+// and message, or, from something that is not a ferry server (a proxy), a
+// kind that follows from the status.
+func (c *Client) answerError(cl call, resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb api.ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+		msg := eb.Error.Message
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return &ferry.Error{Code: eb.Error.Code, Message: msg}
+	}
+	text := strings.TrimSpace(string(b))
+	if len(text) > 200 {
+		text = text[:200] + "…"
+	}
+	if text == "" {
+		text = http.StatusText(resp.StatusCode)
+	}
+	return ferry.Errorf(codeForStatus(resp.StatusCode), "ferry server %s: %s %s: %s: %s", c.base.Host, cl.method, cl.path, resp.Status, text)
+}
+
+// codeForStatus inverts api's status mapping for answers without a body.
+func codeForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return ferry.EINVALID
+	case http.StatusUnauthorized:
+		return ferry.EUNAUTH
+	case http.StatusForbidden:
+		return ferry.EDENIED
+	case http.StatusNotFound:
+		return ferry.ENOTFOUND
+	case http.StatusConflict:
+		return ferry.ELOCKED
+	case http.StatusUnprocessableEntity:
+		return ferry.EHEALTH
+	}
+	return ferry.EINTERNAL
+}
+
+// path fills api path template p's {name} values, escaped, in order.
+func path(p string, values ...string) string {
+	for _, v := range values {
+		i := strings.IndexByte(p, '{')
+		j := strings.IndexByte(p, '}')
+		if i < 0 || j < i {
+			panic("client: too many path values for " + p)
+		}
+		p = p[:i] + url.PathEscape(v) + p[j+1:]
+	}
+	return p
+}
+
+// blockingQuery is the ?index=&wait= of a blocking GET.
+func blockingQuery(index uint64, wait time.Duration) url.Values {
+	q := url.Values{}
+	if index > 0 {
+		q.Set("index", strconv.FormatUint(index, 10))
+	}
+	if wait > 0 {
+		q.Set("wait", wait.String())
+	}
+	return q
+}
+
+// indexOf reads api.IndexHeader; 0 when absent.
+func indexOf(h http.Header) uint64 {
+	n, _ := strconv.ParseUint(h.Get(api.IndexHeader), 10, 64)
+	return n
+}

@@ -1,0 +1,237 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/agent"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/desired"
+)
+
+// nameRe is what host and group names may be.
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// hostRecord is a host that joined.
+type hostRecord struct {
+	Name    string    `json:"name"`
+	Groups  []string  `json:"groups"`
+	TokenID string    `json:"token_id"`
+	Joined  time.Time `json:"joined"`
+}
+
+// reportRecord is a host's last report.
+type reportRecord struct {
+	State    agent.State `json:"state"`
+	LastSeen time.Time   `json:"last_seen"`
+	From     string      `json:"from"`
+}
+
+// hostDesired is what the server wants on one host: per app, a release.
+// One key per host, so its mod revision is the index of the host's
+// blocking queries.
+type hostDesired struct {
+	Apps map[string]desiredEntry `json:"apps"`
+}
+
+type desiredEntry struct {
+	Release int    `json:"release"`
+	SHA256  string `json:"sha256"`
+}
+
+func (d hostDesired) names(sum string) bool {
+	for _, e := range d.Apps {
+		if e.SHA256 == sum {
+			return true
+		}
+	}
+	return false
+}
+
+func label(n int) string { return fmt.Sprintf("v%d", n) }
+
+func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, error) {
+	var d hostDesired
+	_, err := s.lookup(ctx, prefixDesired+host, &d)
+	return d, err
+}
+
+// setDesired sets (e.Release > 0) or removes app on host's desired state;
+// it reports whether that changed anything.
+func (s *Server) setDesired(ctx context.Context, host, app string, e desiredEntry) (bool, error) {
+	changed := false
+	_, err := update(ctx, s.st, prefixDesired+host, func(d *hostDesired, _ bool) error {
+		cur, ok := d.Apps[app]
+		if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
+			return errSkip
+		}
+		if d.Apps == nil {
+			d.Apps = map[string]desiredEntry{}
+		}
+		if e.Release == 0 {
+			delete(d.Apps, app)
+		} else {
+			d.Apps[app] = e
+		}
+		changed = true
+		return nil
+	})
+	return changed, err
+}
+
+// doc renders a host's desired state for its agent.
+func (s *Server) doc(d hostDesired) desired.Doc {
+	doc := desired.Doc{Apps: map[string]desired.App{}}
+	for app, e := range d.Apps {
+		doc.Apps[app] = desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release)}
+	}
+	return doc
+}
+
+// join registers a host with a join token and answers its credential. A
+// host joining again under the same name gets a new credential; the old
+// one stops working.
+func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	ctx := r.Context()
+	var req api.JoinRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if !nameRe.MatchString(req.Name) {
+		return ferry.Errorf(ferry.EINVALID, "name %q: a host name of letters, digits, ., - and _", req.Name)
+	}
+	jt, err := s.checkToken(ctx, req.Token)
+	if err != nil {
+		return err
+	}
+	if jt.Role != roleJoin {
+		return ferry.Errorf(ferry.EUNAUTH, "not a join token: make one with ferry agent join-token --group G")
+	}
+	var old hostRecord
+	if _, err := s.lookup(ctx, prefixHosts+req.Name, &old); err != nil {
+		return err
+	}
+	cred, err := s.newToken(ctx, api.Token{Name: "host:" + req.Name, Role: api.RoleAgent, Host: req.Name, Groups: jt.Groups})
+	if err != nil {
+		return err
+	}
+	h := hostRecord{Name: req.Name, Groups: jt.Groups, TokenID: cred.ID, Joined: time.Now().UTC()}
+	if err := s.putJSON(ctx, prefixHosts+h.Name, h); err != nil {
+		return err
+	}
+	if old.TokenID != "" {
+		if err := s.st.Delete(ctx, prefixTokens+old.TokenID); err != nil {
+			return err
+		}
+	}
+	if err := s.converge(ctx, h); err != nil {
+		return err
+	}
+	p := &principal{Token: jt.Token}
+	s.auditReq(r, p, "host.join", "host/"+h.Name, "groups "+strings.Join(h.Groups, ","))
+	return writeJSON(w, http.StatusOK, api.JoinResponse{Host: h.Name, Groups: h.Groups, Secret: cred.Secret})
+}
+
+// converge gives a host its groups' current releases, so a host that
+// joins a group later runs what the group runs.
+func (s *Server) converge(ctx context.Context, h hostRecord) error {
+	kvs, _, err := s.st.List(ctx, prefixGroup)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		app, group, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefixGroup), "/")
+		if !slices.Contains(h.Groups, group) {
+			continue
+		}
+		var g groupRelease
+		if err := json.Unmarshal(kv.Value, &g); err != nil {
+			return fmt.Errorf("state: %s: %w", kv.Key, err)
+		}
+		if _, err := s.setDesired(ctx, h.Name, app, desiredEntry{Release: g.Release, SHA256: g.SHA256}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupHosts lists the hosts of group by name.
+func (s *Server) groupHosts(ctx context.Context, group string) ([]hostRecord, error) {
+	hosts, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
+	if err != nil {
+		return nil, err
+	}
+	hosts = slices.DeleteFunc(hosts, func(h hostRecord) bool { return !slices.Contains(h.Groups, group) })
+	slices.SortFunc(hosts, func(a, b hostRecord) int { return strings.Compare(a.Name, b.Name) })
+	return hosts, nil
+}
+
+// desired answers an agent's blocking query for its desired state.
+func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) error {
+	index, wait, err := blockingParams(r, 5*time.Minute, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	val, idx, err := s.waitKey(r.Context(), prefixDesired+p.Host, index, wait)
+	if err != nil {
+		return err
+	}
+	var d hostDesired
+	if val != nil {
+		if err := json.Unmarshal(val, &d); err != nil {
+			return fmt.Errorf("state: desired %s: %w", p.Host, err)
+		}
+	}
+	w.Header().Set(api.IndexHeader, fmt.Sprint(idx))
+	return writeJSON(w, http.StatusOK, api.Desired{Index: uint64(idx), Doc: s.doc(d)})
+}
+
+// report stores what an agent says about its host.
+func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var rep api.Report
+	if err := decode(r, &rep); err != nil {
+		return err
+	}
+	rep.State.Host = p.Host
+	if rep.State.Apps == nil {
+		rep.State.Apps = map[string]*agent.AppState{}
+	}
+	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
+	if err := s.putJSON(r.Context(), prefixReports+p.Host, rec); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// reports returns every host's last report by host name.
+func (s *Server) reports(ctx context.Context) (map[string]reportRecord, int64, error) {
+	kvs, rev, err := s.st.List(ctx, prefixReports)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]reportRecord, len(kvs))
+	for _, kv := range kvs {
+		var rr reportRecord
+		if err := json.Unmarshal(kv.Value, &rr); err != nil {
+			return nil, 0, fmt.Errorf("state: %s: %w", kv.Key, err)
+		}
+		out[strings.TrimPrefix(kv.Key, prefixReports)] = rr
+	}
+	return out, rev, nil
+}
+
+// lastSeen is when host last reported, or joined if it never did.
+func lastSeen(h hostRecord, reps map[string]reportRecord) time.Time {
+	if rr, ok := reps[h.Name]; ok && rr.LastSeen.After(h.Joined) {
+		return rr.LastSeen
+	}
+	return h.Joined
+}

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// audit records a change. A failure to record is logged, not returned:
+// the change itself already happened.
+func (s *Server) audit(ctx context.Context, p *principal, action, target, detail string) {
+	ev := api.AuditEvent{Time: time.Now().UTC(), Who: p.who(), Action: action, Target: target, Detail: detail}
+	if p != nil {
+		ev.From = p.remote
+	}
+	if ev.From == "" {
+		ev.From = "server"
+	}
+	key := fmt.Sprintf("%s%019d-%s", prefixAudit, ev.Time.UnixNano(), randomHex(4))
+	if err := s.putJSON(context.WithoutCancel(ctx), key, ev); err != nil {
+		s.log.Error("audit", "action", action, "target", target, logErr, err)
+	}
+}
+
+// auditReq is audit for a change made by request r.
+func (s *Server) auditReq(r *http.Request, p *principal, action, target, detail string) {
+	if p == nil {
+		p = &principal{}
+		p.Name = "anonymous"
+	}
+	q := *p
+	q.remote = r.RemoteAddr
+	s.audit(r.Context(), &q, action, target, detail)
+}
+
+// listAudit answers the newest events, oldest first: ?limit=N (default 100).
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return ferry.Errorf(ferry.EINVALID, "limit %q: want a positive integer", v)
+		}
+		limit = n
+	}
+	evs, err := listJSON[api.AuditEvent](r.Context(), s.st, prefixAudit)
+	if err != nil {
+		return err
+	}
+	if len(evs) > limit {
+		evs = evs[len(evs)-limit:]
+	}
+	return writeJSON(w, http.StatusOK, evs)
+}

@@ -1,0 +1,146 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// getDeployment answers a deployment; with ?index=N it blocks until the
+// deployment changes past N (or ?wait= passes).
+func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, p *principal) error {
+	index, wait, err := blockingParams(r, 30*time.Second, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if index == 0 {
+		wait = 0
+	}
+	val, idx, err := s.waitKey(r.Context(), prefixDeploys+id, index, wait)
+	if err != nil {
+		return err
+	}
+	if val == nil {
+		return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
+	}
+	var rec deployRecord
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return fmt.Errorf("state: deployment %s: %w", id, err)
+	}
+	if err := p.scope(rec.App, rec.Group); err != nil {
+		return err
+	}
+	w.Header().Set(api.IndexHeader, fmt.Sprint(idx))
+	return writeJSON(w, http.StatusOK, rec.Deployment)
+}
+
+// listDeployments answers deployments, oldest first: ?app=&group= narrow.
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q := r.URL.Query()
+	recs, err := listJSON[deployRecord](r.Context(), s.st, prefixDeploys)
+	if err != nil {
+		return err
+	}
+	out := []api.Deployment{}
+	for _, rec := range recs {
+		if (q.Get("app") == "" || rec.App == q.Get("app")) && (q.Get("group") == "" || rec.Group == q.Get("group")) && p.allowed(rec.App, rec.Group) {
+			out = append(out, rec.Deployment)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Deployment) int { return a.Started.Compare(b.Started) })
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// promote lets a canary deployment go on past its canary batch.
+func (s *Server) promote(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id := r.PathValue("id")
+	var scopeErr error
+	rec, err := update(r.Context(), s.st, prefixDeploys+id, func(rec *deployRecord, exists bool) error {
+		switch {
+		case !exists:
+			return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
+		case !p.allowed(rec.App, rec.Group):
+			scopeErr = p.scope(rec.App, rec.Group)
+			return scopeErr
+		case rec.Strategy != api.StrategyCanary:
+			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s, not canary: nothing to promote", id, rec.Strategy)
+		case rec.State != api.DeployRunning && rec.State != api.DeployWaiting:
+			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s: nothing to promote", id, rec.State)
+		case rec.Promoted:
+			return errSkip
+		}
+		rec.Promoted = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.auditReq(r, p, "promote", "deployment/"+id, fmt.Sprintf("%s %s on %s", rec.App, label(rec.Release), rec.Group))
+	return writeJSON(w, http.StatusOK, rec.Deployment)
+}
+
+// rollback rolls an app on a group back to a release: the one asked for,
+// or the newest that was healthy on every host of the group and is not
+// what the group runs now.
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	var req api.RollbackRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.App == "" || req.Group == "" {
+		return ferry.Errorf(ferry.EINVALID, "app and group are required")
+	}
+	if err := p.scope(req.App, req.Group); err != nil {
+		return err
+	}
+	hosts, err := s.knownGroup(ctx, req.Group)
+	if err != nil {
+		return err
+	}
+	recs, err := listJSON[deployRecord](ctx, s.st, prefixDeploys)
+	if err != nil {
+		return err
+	}
+	recs = slices.DeleteFunc(recs, func(d deployRecord) bool { return d.App != req.App || d.Group != req.Group })
+	slices.SortFunc(recs, func(a, b deployRecord) int { return b.Started.Compare(a.Started) }) // newest first
+	var g groupRelease
+	if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+		return err
+	}
+	target := req.Release
+	if target == 0 {
+		for _, d := range recs {
+			if d.State == api.DeploySucceeded && d.Release != 0 && d.Release != g.Release {
+				target = d.Release
+				break
+			}
+		}
+		if target == 0 {
+			return ferry.Errorf(ferry.ENOTFOUND, "%s on %s: no earlier release was healthy on every host; name one with --release", req.App, req.Group)
+		}
+	}
+	rel, err := s.resolveRelease(ctx, p, api.DeployRequest{App: req.App, Release: target})
+	if err != nil {
+		return err
+	}
+	rec := deployRecord{Deployment: api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, AutoRollback: false}, SHA256: rel.SHA256}
+	if len(recs) > 0 {
+		rec.RollbackOf = recs[0].ID
+	}
+	if err := checkPlan(&rec.Deployment); err != nil {
+		return err
+	}
+	d, err := s.launch(ctx, p, rec, hosts, 0, "rollback to "+label(rel.Number))
+	if err != nil {
+		return err
+	}
+	s.auditReq(r, p, "rollback", "deployment/"+d.ID, fmt.Sprintf("%s to %s on %s", d.App, label(d.Release), d.Group))
+	return writeJSON(w, http.StatusCreated, d)
+}

@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// handlerFunc is an API handler: it answers, or returns an error that
+// writeError turns into the response.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p *principal) error
+
+// roleNone marks the routes that need no bearer token.
+const roleNone = ""
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	h := func(pattern, role string, f handlerFunc) { m.Handle(pattern, s.handler(role, f)) }
+	h("GET "+api.PathHealth, roleNone, func(w http.ResponseWriter, _ *http.Request, _ *principal) error {
+		_, err := io.WriteString(w, "ok\n")
+		return err
+	})
+	h("POST "+api.PathArtifacts, api.RoleDeployer, s.upload)
+	h("GET "+api.PathArtifacts, api.RoleViewer, s.listArtifacts)
+	h("HEAD "+api.PathArtifact, roleAny, s.download)
+	h("GET "+api.PathArtifact, roleAny, s.download)
+	h("GET "+api.PathApps, api.RoleViewer, s.listApps)
+	h("GET "+api.PathReleases, api.RoleViewer, s.listReleases)
+	h("POST "+api.PathDeployments, api.RoleDeployer, s.deploy)
+	h("GET "+api.PathDeployments, api.RoleViewer, s.listDeployments)
+	h("GET "+api.PathDeployment, api.RoleViewer, s.getDeployment)
+	h("POST "+api.PathPromote, api.RoleDeployer, s.promote)
+	h("POST "+api.PathRollback, api.RoleDeployer, s.rollback)
+	h("GET "+api.PathStatus, api.RoleViewer, s.status)
+	h("POST "+api.PathTokens, api.RoleAdmin, s.createTokenHandler)
+	h("GET "+api.PathTokens, api.RoleAdmin, s.listTokens)
+	h("DELETE "+api.PathToken, api.RoleAdmin, s.revokeToken)
+	h("POST "+api.PathJoinTokens, api.RoleAdmin, s.createJoinToken)
+	h("GET "+api.PathLocks, api.RoleAdmin, s.listLocks)
+	h("DELETE "+api.PathLock, api.RoleAdmin, s.breakLock)
+	h("GET "+api.PathAudit, api.RoleAdmin, s.listAudit)
+	h("POST "+api.PathAgentJoin, roleNone, s.join)
+	h("GET "+api.PathDesired, api.RoleAgent, s.desired)
+	h("POST "+api.PathReport, api.RoleAgent, s.report)
+	m.Handle("/", s.handler(roleNone, func(_ http.ResponseWriter, r *http.Request, _ *principal) error {
+		return ferry.Errorf(ferry.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path)
+	}))
+	s.mux = m
+}
+
+// handler authenticates (unless role is roleNone), checks the role and
+// runs f, writing its error.
+func (s *Server) handler(role string, f handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p *principal
+		err := func() error {
+			if role != roleNone {
+				var err error
+				if p, err = s.authenticate(r.Context(), r); err != nil {
+					return err
+				}
+				if err := p.require(role); err != nil {
+					return err
+				}
+			}
+			return f(w, r, p)
+		}()
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// httpStatus maps ferry's error kinds to HTTP statuses: the one place
+// that does.
+func httpStatus(code string) int {
+	switch code {
+	case ferry.EINVALID:
+		return http.StatusBadRequest
+	case ferry.EUNAUTH:
+		return http.StatusUnauthorized
+	case ferry.EDENIED:
+		return http.StatusForbidden
+	case ferry.ENOTFOUND:
+		return http.StatusNotFound
+	case ferry.ELOCKED:
+		return http.StatusConflict
+	case ferry.EHEALTH:
+		return http.StatusUnprocessableEntity
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError answers err as an api.ErrorBody. A request whose client went
+// away (or a server shutting down) gets nothing.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, r.Context().Err()) {
+		return
+	}
+	code := ferry.ErrorCode(err)
+	if code == ferry.EINTERNAL {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, logErr, err)
+	}
+	var body api.ErrorBody
+	body.Error.Code, body.Error.Message = code, err.Error()
+	if code == ferry.EUNAUTH {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(httpStatus(code))
+		return
+	}
+	writeJSON(w, httpStatus(code), body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// maxBody bounds JSON request bodies (reports with many processes are the
+// largest).
+const maxBody = 4 << 20
+
+// decode reads r's JSON body into v; a malformed body is EINVALID.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	if err := dec.Decode(v); err != nil {
+		return ferry.WrapError(ferry.EINVALID, err, "request body")
+	}
+	return nil
+}
+
+// blockingParams reads ?index=N&wait=D of a blocking query; wait is capped
+// at max and defaults to def.
+func blockingParams(r *http.Request, def, max time.Duration) (index int64, wait time.Duration, err error) {
+	q := r.URL.Query()
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 63)
+		if err != nil {
+			return 0, 0, ferry.Errorf(ferry.EINVALID, "index %q: want a non-negative integer", v)
+		}
+		index = int64(n)
+	}
+	wait = def
+	if v := q.Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+			return 0, 0, ferry.Errorf(ferry.EINVALID, "wait %q: want a duration such as 30s or 5m", v)
+		}
+	}
+	return index, min(wait, max), nil
+}
+
+// waitKey blocks until key's mod revision passes index, wait passes or ctx
+// ends, and returns the key's value (nil when missing) and index: its mod
+// revision, at least 1 so that a client echoing it back blocks.
+func (s *Server) waitKey(ctx context.Context, key string, index int64, wait time.Duration) ([]byte, int64, error) {
+	get := func() ([]byte, int64, int64, error) {
+		kvs, rev, err := s.st.List(ctx, key)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		for _, kv := range kvs {
+			if kv.Key == key {
+				return kv.Value, max(kv.Rev, 1), rev, nil
+			}
+		}
+		return nil, 1, rev, nil
+	}
+	val, idx, rev, err := get()
+	if err != nil || idx > index || wait <= 0 {
+		return val, idx, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	wt, err := s.st.Watch(wctx, key, rev)
+	if err != nil {
+		return nil, 0, fmt.Errorf("watch %s: %w", key, err)
+	}
+	for ev := range wt.C {
+		if ev.KV.Key == key {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, 0, ctx.Err()
+	}
+	// Changed, timed out, or the watch ended early: the current value is
+	// the answer in every case.
+	val, idx, _, err = get()
+	return val, idx, err
+}

@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/ferrydeploy/ferry/api"
+)
+
+func unmarshalBytes(b []byte, v any) error {
+	if b == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// save stores rec. Promoted is the one field others change (promote), so
+// it is merged rather than overwritten.
+func (s *Server) save(ctx context.Context, rec *deployRecord) error {
+	cur, err := update(ctx, s.st, prefixDeploys+rec.ID, func(cur *deployRecord, _ bool) error {
+		promoted := cur.Promoted || rec.Promoted
+		*cur = *rec
+		cur.Promoted = promoted
+		return nil
+	})
+	rec.Promoted = cur.Promoted
+	return err
+}
+
+// finish records rec's end.
+func (s *Server) finish(ctx context.Context, rec *deployRecord, state, outcome string) error {
+	rec.State, rec.Ended = state, time.Now().UTC()
+	if !rec.Auto {
+		s.letGoOf(rec.ID)
+	}
+	if !rec.Auto {
+		s.setOutcome(ctx, rec.App, rec.Release, outcome)
+	}
+	if err := s.save(ctx, rec); err != nil {
+		return err
+	}
+	s.log.Info("deployment ended", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, "state", state, logErr, rec.Error)
+	s.audit(ctx, nil, "deployment."+state, "deployment/"+rec.ID, rec.Error)
+	return nil
+}
+
+// succeed makes rec's release the group's and gives it to the hosts that
+// joined the group while it rolled out.
+func (s *Server) succeed(ctx context.Context, rec *deployRecord) error {
+	key := groupKey(rec.App, rec.Group)
+	if rec.Release == 0 {
+		if err := s.st.Delete(ctx, key); err != nil {
+			return err
+		}
+	} else if err := s.putJSON(ctx, key, groupRelease{Release: rec.Release, SHA256: rec.SHA256, Deployment: rec.ID}); err != nil {
+		return err
+	}
+	if !rec.Auto {
+		hosts, err := s.groupHosts(ctx, rec.Group)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			if _, ok := rec.Hosts[h.Name]; !ok {
+				if _, err := s.setDesired(ctx, h.Name, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if rec.Auto {
+		return s.finish(ctx, rec, api.DeploySucceeded, "")
+	}
+	return s.finish(ctx, rec, api.DeploySucceeded, "healthy")
+}
