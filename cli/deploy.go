@@ -47,8 +47,9 @@ and rolls it out to GROUP's hosts:
 A batch is done when every host in it runs the release healthy. A failed
 health check, or a host that does not report within --health-timeout, stops
 the rollout and (unless --no-auto-rollback) rolls every touched host back to
-the previous release. Defaults: rolling, batch 25%, health timeout 60s,
-auto-rollback on.
+the previous release. Flags left out come from the release's ferry.yaml
+(deploy: strategy, batch, canary, health_timeout, auto_rollback), then the
+server's defaults: rolling, batch 25%, health timeout 60s, auto-rollback on.
 
 Deploy shows a live table per host and exits 0 when every host runs the
 release healthy, 4 when it failed (naming the hosts and the failing check),

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/spec"
 	"net/http"
 	"slices"
 	"strconv"
@@ -60,9 +63,6 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 		App: req.App, Group: req.Group, Strategy: req.Strategy, Batch: req.Batch, Canary: req.Canary,
 		HealthTimeout: req.HealthTimeout, AutoRollback: !req.NoAutoRollback,
 	}}
-	if err := checkPlan(&rec.Deployment); err != nil {
-		return err
-	}
 	hosts, err := s.knownGroup(ctx, req.Group)
 	if err != nil {
 		return err
@@ -72,6 +72,12 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 		return err
 	}
 	rec.Release, rec.SHA256 = rel.Number, rel.SHA256
+	if err := s.appPolicy(ctx, &rec.Deployment, rel.SHA256); err != nil {
+		return err
+	}
+	if err := checkPlan(&rec.Deployment); err != nil {
+		return err
+	}
 	d, err := s.launch(ctx, p, rec, hosts, req.WaitLock, "deploy "+label(rel.Number))
 	if err != nil {
 		return err
@@ -267,4 +273,33 @@ func (s *Server) setOutcome(ctx context.Context, app string, n int, outcome stri
 	if err != nil {
 		s.log.Warn("release outcome", logApp, app, "release", n, logErr, err)
 	}
+}
+
+// appPolicy fills what the request left out from the `deploy:` section of
+// the release's ferry.yaml: the app's own defaults come before the server's.
+func (s *Server) appPolicy(ctx context.Context, d *api.Deployment, sha256 string) error {
+	rc, _, err := s.blobs.Open(ctx, store.Key(sha256), 0)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	files, err := artifact.ReadFiles(rc, spec.FileName)
+	if err != nil || files[spec.FileName] == nil {
+		return nil // an artifact without ferry.yaml deploys with the server's defaults
+	}
+	app, err := spec.Parse(files[spec.FileName])
+	if err != nil {
+		return ferry.WrapError(ferry.EINVALID, err, "%s of release %s", spec.FileName, label(d.Release))
+	}
+	pol := app.Deploy
+	d.Strategy = cmp.Or(d.Strategy, pol.Strategy)
+	d.Batch = cmp.Or(d.Batch, pol.Batch)
+	if d.Canary == 0 {
+		d.Canary = pol.Canary
+	}
+	if d.HealthTimeout <= 0 {
+		d.HealthTimeout = pol.HealthTimeout
+	}
+	d.AutoRollback = d.AutoRollback && pol.AutoRollback
+	return nil
 }

@@ -161,7 +161,13 @@ func (ts *testServer) join(host string, groups ...string) string {
 // publish builds a small app at version and uploads it.
 func (ts *testServer) publish(app, version string) api.Artifact {
 	ts.t.Helper()
-	path, sum := buildApp(ts.t, app, version)
+	return ts.publishWith(app, version, "")
+}
+
+// publishWith is publish with more ferry.yaml.
+func (ts *testServer) publishWith(app, version, extra string) api.Artifact {
+	ts.t.Helper()
+	path, sum := buildAppWith(ts.t, app, version, extra)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		ts.t.Fatal(err)
@@ -280,8 +286,14 @@ func (s *sim) run() {
 // buildApp packs a small shell app and returns its path and sha256.
 func buildApp(t *testing.T, name, version string) (string, string) {
 	t.Helper()
+	return buildAppWith(t, name, version, "")
+}
+
+// buildAppWith is buildApp with more ferry.yaml after the processes.
+func buildAppWith(t *testing.T, name, version, extra string) (string, string) {
+	t.Helper()
 	dir := t.TempDir()
-	yaml := fmt.Sprintf("app: %s\nbuild:\n  command: \"true\"\ninclude: [bin/]\nprocesses:\n  web:\n    command: bin/serve\n", name)
+	yaml := fmt.Sprintf("app: %s\nbuild:\n  command: \"true\"\ninclude: [bin/]\nprocesses:\n  web:\n    command: bin/serve\n%s", name, extra)
 	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(yaml), 0o644)
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
 	os.WriteFile(filepath.Join(dir, "bin", "serve"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755)

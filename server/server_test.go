@@ -373,3 +373,22 @@ func TestCanaryPromote(t *testing.T) {
 	}
 	ts.waitDeployment(rb.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
 }
+
+// TestAppDeployPolicy: the release's ferry.yaml `deploy:` section fills
+// what the request leaves out; the request wins over it.
+func TestAppDeployPolicy(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	ts.sim("web-1", ts.join("web-1", "prod"), nil)
+	ts.publishWith("web", "1.0.0", "deploy: {strategy: all, health_timeout: 7s, auto_rollback: false}\n")
+	var d api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod"}, &d)
+	if d.Strategy != api.StrategyAll || d.HealthTimeout != 7*time.Second || d.AutoRollback {
+		t.Errorf("deployment %s, %v, auto-rollback %v: want ferry.yaml's all, 7s, false", d.Strategy, d.HealthTimeout, d.AutoRollback)
+	}
+	ts.waitDeployment(d.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
+	var d2 api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Strategy: api.StrategyRolling, Batch: "1", WaitLock: 10 * time.Second}, &d2)
+	if d2.Strategy != api.StrategyRolling || d2.Batch != "1" {
+		t.Errorf("the request's strategy did not win: %s %s", d2.Strategy, d2.Batch)
+	}
+}
