@@ -218,26 +218,7 @@ func (c *Client) answerError(cl call, resp *http.Response) error {
 	if text == "" {
 		text = http.StatusText(resp.StatusCode)
 	}
-	return ferry.Errorf(codeForStatus(resp.StatusCode), "ferry server %s: %s %s: %s: %s", c.base.Host, cl.method, cl.path, resp.Status, text)
-}
-
-// codeForStatus inverts api's status mapping for answers without a body.
-func codeForStatus(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return ferry.EINVALID
-	case http.StatusUnauthorized:
-		return ferry.EUNAUTH
-	case http.StatusForbidden:
-		return ferry.EDENIED
-	case http.StatusNotFound:
-		return ferry.ENOTFOUND
-	case http.StatusConflict:
-		return ferry.ELOCKED
-	case http.StatusUnprocessableEntity:
-		return ferry.EHEALTH
-	}
-	return ferry.EINTERNAL
+	return ferry.Errorf(api.ErrorKind(resp.StatusCode), "ferry server %s: %s %s: %s: %s", c.base.Host, cl.method, cl.path, resp.Status, text)
 }
 
 // path fills api path template p's {name} values, escaped, in order.

@@ -79,26 +79,6 @@ func (s *Server) handler(role string, f handlerFunc) http.Handler {
 	})
 }
 
-// httpStatus maps ferry's error kinds to HTTP statuses: the one place
-// that does.
-func httpStatus(code string) int {
-	switch code {
-	case ferry.EINVALID:
-		return http.StatusBadRequest
-	case ferry.EUNAUTH:
-		return http.StatusUnauthorized
-	case ferry.EDENIED:
-		return http.StatusForbidden
-	case ferry.ENOTFOUND:
-		return http.StatusNotFound
-	case ferry.ELOCKED:
-		return http.StatusConflict
-	case ferry.EHEALTH:
-		return http.StatusUnprocessableEntity
-	}
-	return http.StatusInternalServerError
-}
-
 // writeError answers err as an api.ErrorBody. A request whose client went
 // away (or a server shutting down) gets nothing.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -115,10 +95,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
 	}
 	if r.Method == http.MethodHead {
-		w.WriteHeader(httpStatus(code))
+		w.WriteHeader(api.HTTPStatus(code))
 		return
 	}
-	writeJSON(w, httpStatus(code), body)
+	writeJSON(w, api.HTTPStatus(code), body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
