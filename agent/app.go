@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -136,6 +137,9 @@ func (r *appRunner) loop() {
 		if r.ctx.Err() != nil {
 			return
 		}
+		// A deploy's buffers (download, decompression, unpack) are garbage
+		// now; hand them back to the OS rather than keep an idle agent big.
+		debug.FreeOSMemory()
 		r.a.notifyApplied(r.name)
 		if err != nil {
 			// What failed before the switch (a download, a hook) may work
@@ -161,8 +165,15 @@ func (r *appRunner) apply(want *desired.App) error {
 		return nil
 	}
 	if cur.Spec != nil && cur.Spec.Equal(*want) && len(r.procs) > 0 {
-		if cur.State == AppInstalling {
+		switch cur.State {
+		case AppInstalling:
 			// An earlier agent died before it saw this release healthy.
+			r.confirm(cur.Release)
+		case AppFailed:
+			// A newer release failed here and the agent went back to this
+			// one, which is desired again (the server rolls back): report
+			// what runs, under its own label, instead of the rejected one.
+			r.state(func(as *AppState) { as.Label, as.Rejected = want.Release, nil })
 			r.confirm(cur.Release)
 		}
 		return nil
