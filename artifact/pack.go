@@ -34,6 +34,14 @@ type Entry struct {
 	Exec bool // regular file with the executable bits
 }
 
+// PackWindow is the zstd window Pack uses. The decoder must hold a whole
+// window in memory, and zstd's default of 8 MiB for inputs over 8 MiB made
+// unpacking cost ~12 MiB more RSS than gzip; a 1 MiB window costs ~2 MiB.
+// Go binaries compress within 0.3% of the 8 MiB result (measured on
+// ferry's and stretcher's own); artifacts of files that repeat each other
+// more than 1 MiB apart lose more.
+const PackWindow = 1 << 20
+
 // Pack writes entries as a deterministic archive: entries sorted by name,
 // owner root, every mtime set to mtime, modes normalised to 0755/0644, so
 // the same files always give the same bytes.
@@ -45,7 +53,7 @@ func Pack(w io.Writer, entries []Entry, format string, mtime time.Time) error {
 	mtime = mtime.UTC().Truncate(time.Second)
 	switch format {
 	case FormatZstd, "":
-		cw, err = zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		cw, err = zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(PackWindow))
 	case FormatGzip:
 		gw, gerr := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 		gw.ModTime = time.Unix(0, 0) // no wall clock in the header

@@ -12,7 +12,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -35,8 +34,26 @@ var ErrUnsafe = errors.New("unsafe archive")
 
 // Stats says what Unpack wrote.
 type Stats struct {
-	Files int
-	Bytes int64
+	Files       int
+	Bytes       int64
+	Linked      int   // regular files hard-linked from UnpackOptions.Reuse
+	LinkedBytes int64 // their size
+}
+
+// UnpackOptions tune UnpackWith.
+type UnpackOptions struct {
+	Limits Limits
+	// ReadOnly creates regular files without write bits, set on the open
+	// file, so no second pass over the tree is needed; directories are left
+	// writable for the caller to finish and lock.
+	ReadOnly bool
+	// Reuse is a directory holding an earlier unpack that nothing modifies
+	// (the current release). A regular file found at the same path there,
+	// owned by us, with the same size, mode and mtime, and — compared while
+	// streaming — the same bytes is hard-linked from it instead of written:
+	// what rsync's --link-dest does, and most of a new release's files are
+	// usually unchanged. A path through a symlink there is never reused.
+	Reuse string
 }
 
 var (
@@ -69,14 +86,25 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 // error wrapping ErrUnsafe; the caller then removes dst. It never follows a
 // symlink while writing.
 func Unpack(ctx context.Context, r io.Reader, dst string, lim Limits) (Stats, error) {
+	return UnpackWith(ctx, r, dst, UnpackOptions{Limits: lim})
+}
+
+// UnpackWith is Unpack with options; see UnpackOptions.
+func UnpackWith(ctx context.Context, r io.Reader, dst string, opt UnpackOptions) (Stats, error) {
 	var st Stats
 	dr, err := Decompress(r)
 	if err != nil {
 		return st, fmt.Errorf("unpack: %w", err)
 	}
 	defer dr.Close()
-	u := &unpacker{dst: dst, lim: lim, links: map[string]bool{}, files: map[string]bool{}, dirs: map[string]bool{".": true}}
-	tr := tar.NewReader(dr)
+	ra := newReadAhead(dr)
+	defer ra.close()
+	u := &unpacker{dst: dst, lim: opt.Limits, opt: opt, links: map[string]bool{}, files: map[string]bool{}, dirs: map[string]bool{".": true}}
+	if opt.Reuse != "" {
+		u.reuseDirs = map[string]bool{".": true}
+		u.uid = os.Geteuid()
+	}
+	tr := tar.NewReader(ra)
 	for {
 		if err := ctx.Err(); err != nil {
 			return u.st, err
@@ -99,12 +127,19 @@ func Unpack(ctx context.Context, r io.Reader, dst string, lim Limits) (Stats, er
 }
 
 type unpacker struct {
-	dst   string
-	lim   Limits
-	st    Stats
-	links map[string]bool // symlinks written so far
-	files map[string]bool // regular files written so far
-	dirs  map[string]bool
+	dst  string
+	lim  Limits
+	opt  UnpackOptions
+	st   Stats
+	buf  []byte // copy and compare buffers, allocated once
+	obuf []byte
+	uid  int
+	// reuseDirs caches which directories under opt.Reuse are real
+	// directories (true) or not (false: a symlink, a file, missing).
+	reuseDirs map[string]bool
+	links     map[string]bool // symlinks written so far
+	files     map[string]bool // regular files written so far
+	dirs      map[string]bool
 }
 
 func unsafeErr(format string, args ...any) error {
@@ -168,7 +203,7 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 			return unsafeErr("unpacks to more than %d bytes (the limit on total size)", u.lim.MaxBytes)
 		}
 		u.files[name] = true
-		return writeFile(target, perm, h, r)
+		return u.writeFile(name, target, perm, h, r)
 	case tar.TypeSymlink:
 		l := h.Linkname
 		if l == "" || path.IsAbs(l) || strings.ContainsRune(l, 0) {
@@ -221,24 +256,134 @@ func (u *unpacker) parents(name string) error {
 	return nil
 }
 
-func writeFile(target string, perm os.FileMode, h *tar.Header, r io.Reader) error {
-	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
+const copyBuf = 64 << 10
+
+// writeFile writes the regular file h, read from r, to target with its
+// final mode and mtime, both set on the open file; or hard-links it from
+// opt.Reuse when the file there is the same.
+func (u *unpacker) writeFile(name, target string, perm os.FileMode, h *tar.Header, r io.Reader) error {
+	if u.opt.ReadOnly {
+		perm &^= 0o222
+	}
+	if u.buf == nil {
+		u.buf = make([]byte, copyBuf)
+	}
+	var (
+		old     *file // the same path under Reuse, equal up to prefix
+		prefix  int64
+		pending []byte // bytes read from r that differ from old
+	)
+	if f := u.reusable(name, perm, h); f != nil {
+		defer f.Close()
+		same, n, rest, err := u.compare(f, r, h.Size)
+		if err != nil {
+			return err
+		}
+		if same {
+			if err := os.Link(f.name, target); err == nil {
+				u.st.Linked++
+				u.st.LinkedBytes += h.Size
+				return nil
+			}
+			// EMLINK, EXDEV, EPERM: copy the old file's bytes instead.
+		}
+		old, prefix, pending = f, n, rest
+	}
+	out, err := createFile(target, perm)
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(f, r)
-	if cerr := f.Close(); err == nil {
+	err = func() error {
+		var n int64
+		if old != nil && prefix > 0 { // bytes r already gave us, equal to old's
+			if err := old.rewind(); err != nil {
+				return err
+			}
+			m, err := io.CopyN(out, old, prefix)
+			n += m
+			if err != nil {
+				return err
+			}
+		}
+		if len(pending) > 0 {
+			m, err := out.Write(pending)
+			n += int64(m)
+			if err != nil {
+				return err
+			}
+		}
+		m, err := io.CopyBuffer(out, r, u.buf)
+		n += m
+		if err != nil {
+			return err
+		}
+		if n != h.Size {
+			return fmt.Errorf("truncated: %d of %d bytes", n, h.Size)
+		}
+		// The mode passed through the umask; the archive's mode wins.
+		return out.finish(perm, h.ModTime)
+	}()
+	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// reusable opens the file at name under opt.Reuse when it may be the same
+// as h: a regular file of ours, reached through real directories only, with
+// h's size, the final mode and h's mtime.
+func (u *unpacker) reusable(name string, perm os.FileMode, h *tar.Header) *file {
+	if u.opt.Reuse == "" || !u.reuseDir(path.Dir(name)) {
+		return nil
+	}
+	f, err := openFile(filepath.Join(u.opt.Reuse, filepath.FromSlash(name)))
 	if err != nil {
-		return err
+		return nil
 	}
-	if n != h.Size {
-		return fmt.Errorf("truncated: %d of %d bytes", n, h.Size)
+	m, err := f.meta()
+	if err != nil || !m.regular || m.size != h.Size || m.perm != perm || !m.mtime.Equal(h.ModTime) || m.uid != u.uid {
+		f.Close()
+		return nil
 	}
-	// OpenFile's mode passed through the umask; the archive's mode wins.
-	if err := os.Chmod(target, perm); err != nil {
-		return err
+	return f
+}
+
+// reuseDir says whether dir under opt.Reuse is a real directory, and so
+// are its parents: a symlink there (a shared directory) leads to files
+// that can change, which must never be linked into a release.
+func (u *unpacker) reuseDir(dir string) bool {
+	if ok, seen := u.reuseDirs[dir]; seen {
+		return ok
 	}
-	return os.Chtimes(target, h.ModTime, h.ModTime)
+	ok := u.reuseDir(path.Dir(dir))
+	if ok {
+		fi, err := os.Lstat(filepath.Join(u.opt.Reuse, filepath.FromSlash(dir)))
+		ok = err == nil && fi.IsDir()
+	}
+	u.reuseDirs[dir] = ok
+	return ok
+}
+
+// compare reads size bytes of the entry from r and as many from old. It
+// stops at the first chunk that differs and returns how many bytes before
+// it were equal and the differing chunk, which the caller must still write.
+func (u *unpacker) compare(old *file, r io.Reader, size int64) (same bool, prefix int64, pending []byte, err error) {
+	if u.obuf == nil {
+		u.obuf = make([]byte, copyBuf)
+	}
+	for prefix < size {
+		n := int(min(int64(len(u.buf)), size-prefix))
+		got, err := io.ReadFull(r, u.buf[:n])
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
+				return false, prefix, u.buf[:got], nil // truncated: the write path reports it
+			}
+			return false, prefix, nil, err
+		}
+		if _, err := io.ReadFull(old, u.obuf[:n]); err != nil || !bytes.Equal(u.buf[:n], u.obuf[:n]) {
+			return false, prefix, u.buf[:n], nil
+		}
+		prefix += int64(n)
+	}
+	return true, prefix, nil, nil
 }

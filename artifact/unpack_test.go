@@ -164,3 +164,100 @@ func TestPackIsDeterministicAndRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// sameFile reports whether a and b are one inode.
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	fa, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.SameFile(fa, fb)
+}
+
+func TestUnpackReusesUnchangedFiles(t *testing.T) {
+	mtime := time.Unix(1_700_000_000, 0)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3*copyBuf/16+100) // several compare chunks
+	bigChanged := bytes.Clone(big)
+	bigChanged[len(bigChanged)-1] ^= 1 // differs only in the last chunk
+	// newer has the same bytes in both, but a newer mtime in the new one.
+	pack := func(files map[string][]byte, mt time.Time, newer time.Duration) []byte {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, name := range []string{"same", "changed", "big", "bigchanged", "newer", "s/f", "d/same"} {
+			b, ok := files[name]
+			if !ok {
+				continue
+			}
+			m := mt
+			if name == "newer" {
+				m = m.Add(newer)
+			}
+			tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b)), ModTime: m})
+			tw.Write(b)
+		}
+		tw.Close()
+		return buf.Bytes()
+	}
+	// The earlier release, unpacked read-only as install does; s is a
+	// symlink there (a shared directory), a real directory in the new one.
+	old := t.TempDir()
+	oldFiles := map[string][]byte{"same": []byte("same"), "changed": []byte("old!"), "big": big, "bigchanged": big, "newer": []byte("x"), "d/same": []byte("in d")}
+	if _, err := UnpackWith(context.Background(), bytes.NewReader(pack(oldFiles, mtime, 0)), old, UnpackOptions{Limits: DefaultLimits, ReadOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	real := t.TempDir()
+	os.WriteFile(filepath.Join(real, "f"), []byte("shared"), 0o444)
+	os.Chtimes(filepath.Join(real, "f"), mtime, mtime)
+	os.Symlink(real, filepath.Join(old, "s"))
+
+	newFiles := map[string][]byte{"same": []byte("same"), "changed": []byte("new!"), "big": big, "bigchanged": bigChanged, "newer": []byte("x"), "s/f": []byte("shared"), "d/same": []byte("in d")}
+	dst := t.TempDir()
+	st, err := UnpackWith(context.Background(), bytes.NewReader(pack(newFiles, mtime, time.Hour)), dst, UnpackOptions{Limits: DefaultLimits, ReadOnly: true, Reuse: old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range newFiles {
+		got, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: content differs from the archive (%d bytes, err %v)", name, len(got), err)
+		}
+		fi, _ := os.Stat(filepath.Join(dst, name))
+		if fi.Mode().Perm() != 0o444 {
+			t.Errorf("%s: mode %v, want read-only 0444", name, fi.Mode().Perm())
+		}
+		want := mtime
+		if name == "newer" {
+			want = mtime.Add(time.Hour)
+		}
+		if !fi.ModTime().Equal(want) {
+			t.Errorf("%s: mtime %v, want %v", name, fi.ModTime(), want)
+		}
+	}
+	for _, name := range []string{"same", "big", "d/same"} {
+		if !sameFile(t, filepath.Join(old, name), filepath.Join(dst, name)) {
+			t.Errorf("%s is unchanged but was not hard-linked", name)
+		}
+	}
+	for _, name := range []string{"changed", "bigchanged", "newer"} {
+		if sameFile(t, filepath.Join(old, name), filepath.Join(dst, name)) {
+			t.Errorf("%s changed but shares the old release's inode", name)
+		}
+	}
+	if sameFile(t, filepath.Join(real, "f"), filepath.Join(dst, "s", "f")) {
+		t.Error("a file reached through a symlink in the old release was linked")
+	}
+	// The old release is as it was.
+	for name, want := range oldFiles {
+		if got, _ := os.ReadFile(filepath.Join(old, name)); !bytes.Equal(got, want) {
+			t.Errorf("old release's %s was modified", name)
+		}
+	}
+	if st.Linked != 3 || st.LinkedBytes != int64(4+len(big)+4) {
+		t.Errorf("stats = %+v, want 3 files linked", st)
+	}
+}

@@ -197,52 +197,77 @@ type Options struct {
 // Install unpacks the artifact read from archive as release id. It does not
 // touch `current`: Activate does. The caller holds the lock. On any error
 // nothing under the release's final name exists.
-func (d Dir) Install(ctx context.Context, id, sha256 string, archive io.Reader, opt Options) (err error) {
+//
+// archive is read to its end before the release is named, and an error from
+// any Read, the last one included, fails the install: a reader that
+// verifies a digest as it streams can refuse the bytes at EOF (see
+// fetch.Registry.Stream), and nothing is then left behind.
+//
+// Files unchanged from the current release (same path, size, mode, mtime
+// and bytes) are hard-linked from it instead of written; releases are
+// read-only and never modified in place, so sharing inodes is safe.
+func (d Dir) Install(ctx context.Context, id, sha256 string, archive io.Reader, opt Options) error {
+	_, err := d.InstallStats(ctx, id, sha256, archive, opt)
+	return err
+}
+
+// InstallStats is Install, also saying what the unpack wrote and linked.
+func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Reader, opt Options) (st artifact.Stats, err error) {
 	if !idRe.MatchString(id) {
-		return ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
+		return st, ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
 	}
 	final := d.releasePath(id)
 	if _, err := os.Lstat(final); err == nil {
-		return ferry.Errorf(ferry.EINVALID, "release %s is already installed in %s", id, final)
+		return st, ferry.Errorf(ferry.EINVALID, "release %s is already installed in %s", id, final)
 	}
 	rel := filepath.Join(d.Path, ReleasesDir)
 	if err := os.MkdirAll(rel, 0o755); err != nil {
-		return fmt.Errorf("install: %w", err)
+		return st, fmt.Errorf("install: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(d.Path, stateDir, "releases"), 0o755); err != nil {
-		return fmt.Errorf("install: %w", err)
+		return st, fmt.Errorf("install: %w", err)
 	}
 	d.cleanStale()
 	stage, err := os.MkdirTemp(rel, stagePrefix+id+"-")
 	if err != nil {
-		return fmt.Errorf("install: %w", err)
+		return st, fmt.Errorf("install: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			removeAll(stage)
 		}
 	}()
-	if _, err := artifact.Unpack(ctx, archive, stage, opt.Limits); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
+	uo := artifact.UnpackOptions{Limits: opt.Limits, ReadOnly: true}
+	if cur, _ := d.Current(); cur != "" {
+		if fi, err := os.Lstat(d.releasePath(cur)); err == nil && fi.IsDir() {
+			uo.Reuse = d.releasePath(cur)
+		}
+	}
+	if st, err = artifact.UnpackWith(ctx, archive, stage, uo); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	// The tar stream ends before the compressed stream and the archive do.
+	if _, err := io.Copy(io.Discard, archive); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := d.linkShared(stage, opt.Shared); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
-	if err := makeReadOnly(stage); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
+	if err := lockDirs(stage); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := syncFS(stage); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	rec, _ := json.Marshal(Release{ID: id, SHA256: sha256, Src: opt.Src, Installed: time.Now().UTC()})
 	if err := fsutil.WriteFile(d.recordPath(id), rec, 0o644); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := os.Rename(stage, final); err != nil {
 		os.Remove(d.recordPath(id))
-		return fmt.Errorf("install %s: %w", id, err)
+		return st, fmt.Errorf("install %s: %w", id, err)
 	}
-	return fsutil.SyncDir(rel)
+	return st, fsutil.SyncDir(rel)
 }
 
 // Remove deletes release id, which must be neither current nor previous.
@@ -301,26 +326,16 @@ func (d Dir) linkShared(release string, dirs []string) error {
 	return nil
 }
 
-// makeReadOnly drops the write bits of everything in dir.
-func makeReadOnly(dir string) error {
+// lockDirs drops the write bits of every directory in dir, deepest first;
+// Unpack already created the files read-only.
+func lockDirs(dir string) error {
 	var dirs []string
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if e.Type()&fs.ModeSymlink != 0 {
-			return nil
-		}
 		if e.IsDir() {
-			dirs = append(dirs, p) // after their contents
-			return nil
-		}
-		fi, err := e.Info()
-		if err != nil {
-			return err
-		}
-		if m := fi.Mode().Perm(); m&0o222 != 0 {
-			return os.Chmod(p, m&^0o222)
+			dirs = append(dirs, p)
 		}
 		return nil
 	})

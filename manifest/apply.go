@@ -186,24 +186,13 @@ func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, 
 		f.Close()
 		return nil, fetch.Result{}, err
 	}
-	fctx := ctx
-	if a.opt.Timeout > 0 {
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithTimeoutCause(ctx, a.opt.Timeout,
-			ferry.Errorf(ferry.EINVALID, "timeout %s reached while fetching src %s", a.opt.Timeout, a.m.Src))
-		defer cancel()
-	}
+	fctx, cancel := a.fetchContext(ctx)
+	defer cancel()
 	start := time.Now()
 	a.log.Info("fetching", "src", a.m.Src, "max_bandwidth", a.opt.MaxBandwidth)
-	res, err := a.opt.Registry.Download(fctx, a.m.Src, f, fetch.Options{
-		Retries: a.opt.Retries, RetryWait: a.opt.RetryWait, MaxBandwidth: a.opt.MaxBandwidth,
-		IdleTimeout: time.Minute, Checksum: string(a.m.Checksum), Logger: a.log,
-	})
+	res, err := a.opt.Registry.Download(fctx, a.m.Src, f, a.fetchOptions())
 	if err != nil {
-		if cause := context.Cause(fctx); cause != nil && ctx.Err() == nil {
-			return fail(cause)
-		}
-		return fail(err)
+		return fail(a.fetchErr(ctx, fctx, err))
 	}
 	a.res.Bytes = res.Bytes
 	a.log.Info("fetched", "bytes", res.Bytes, "elapsed", time.Since(start).Round(time.Millisecond), "checksum", "ok")
@@ -211,6 +200,57 @@ func (a *applier) download(ctx context.Context, dir, pattern string) (*os.File, 
 		return fail(err)
 	}
 	return f, res, nil
+}
+
+// fetchContext bounds fetching src by --timeout, with a cause that says so.
+func (a *applier) fetchContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if a.opt.Timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, a.opt.Timeout,
+		ferry.Errorf(ferry.EINVALID, "timeout %s reached while fetching src %s", a.opt.Timeout, a.m.Src))
+}
+
+func (a *applier) fetchOptions() fetch.Options {
+	return fetch.Options{
+		Retries: a.opt.Retries, RetryWait: a.opt.RetryWait, MaxBandwidth: a.opt.MaxBandwidth,
+		IdleTimeout: time.Minute, Checksum: string(a.m.Checksum), Logger: a.log,
+	}
+}
+
+// fetchErr prefers the timeout's cause to the bare deadline error.
+func (a *applier) fetchErr(ctx, fctx context.Context, err error) error {
+	if cause := context.Cause(fctx); cause != nil && ctx.Err() == nil {
+		return cause
+	}
+	return err
+}
+
+// streamInstall fetches src and unpacks it as release id at once. The
+// stream ends only when the unpack has read its last byte, so --timeout
+// bounds both here.
+func (a *applier) streamInstall(ctx context.Context, d install.Dir, id, sum string) error {
+	fctx, cancel := a.fetchContext(ctx)
+	defer cancel()
+	start := time.Now()
+	a.log.Info("fetching and unpacking", "src", a.m.Src, "release", id, "max_bandwidth", a.opt.MaxBandwidth)
+	var st artifact.Stats
+	res, err := a.opt.Registry.Stream(fctx, a.m.Src, a.fetchOptions(), func(r io.Reader) (err error) {
+		st, err = d.InstallStats(ctx, id, sum, r, install.Options{Limits: a.opt.Limits, Shared: a.m.Shared, Src: a.m.Src})
+		return err
+	})
+	if err != nil {
+		return a.fetchErr(ctx, fctx, err)
+	}
+	a.res.Bytes = res.Bytes
+	a.log.Info("fetched", "bytes", res.Bytes, "elapsed", time.Since(start).Round(time.Millisecond), "checksum", "ok")
+	a.logUnpacked(id, st)
+	return nil
+}
+
+func (a *applier) logUnpacked(id string, st artifact.Stats) {
+	a.log.Info("unpacked", "release", id, "entries", st.Files, "bytes", st.Bytes,
+		"linked_from_current", st.Linked, "linked_bytes", st.LinkedBytes)
 }
 
 func (a *applier) syncRsync(stage, dest string) error {
@@ -266,7 +306,16 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 	if a.alreadyCurrent(d, id) {
 		return nil
 	}
-	if id == "" {
+	if id == "" && len(sum) == 64 && len(m.Commands.Pre) == 0 {
+		// Nothing has to run between fetching and unpacking, and the
+		// checksum names the release: unpack while fetching. Install names
+		// the release only after the stream's last Read, which fails when
+		// the bytes do not match the checksum.
+		id = d.NextID(sum)
+		if err := a.streamInstall(ctx, d, id, sum); err != nil {
+			return err
+		}
+	} else if id == "" {
 		archive, fres, err := a.download(ctx, filepath.Join(d.Path, ".ferry"), "download-*")
 		if err != nil {
 			return err
@@ -283,9 +332,11 @@ func (a *applier) applyRelease(ctx context.Context, d install.Dir) error {
 		if id == "" {
 			id = d.NextID(sha)
 			a.log.Info("unpacking", "release", id)
-			if err := d.Install(ctx, id, sha, archive, install.Options{Limits: a.opt.Limits, Shared: m.Shared, Src: m.Src}); err != nil {
+			st, err := d.InstallStats(ctx, id, sha, archive, install.Options{Limits: a.opt.Limits, Shared: m.Shared, Src: m.Src})
+			if err != nil {
 				return err
 			}
+			a.logUnpacked(id, st)
 		}
 	} else if err := a.hooks.Run(ctx, "pre", m.Commands.Pre, nil); err != nil {
 		return err

@@ -380,3 +380,106 @@ func TestLockedDestExits3(t *testing.T) {
 		t.Fatalf("err %v, want locked", err)
 	}
 }
+
+// With a sha256 checksum and no pre hook the release strategy unpacks while
+// it fetches. Bytes that turn out wrong at the end, or a body cut short,
+// must leave no release behind and current as it was.
+func TestReleaseStreamingFailuresLeaveCurrent(t *testing.T) {
+	dest := t.TempDir()
+	arcA, _, sumA := testArchive(t, map[string]string{"version": "A"})
+	if _, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arcA, sumA, dest), Options{}); err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	d := install.Dir{Path: dest}
+	curA, _ := d.Current()
+
+	arcB, _, sumB := testArchive(t, map[string]string{"version": "B", "big": noise(1 << 20)})
+	good, _ := os.ReadFile(arcB)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cut" {
+			w.Header().Set("Content-Length", fmt.Sprint(len(good)))
+			w.Write(good[:len(good)-100]) // the tar is complete; the stream is not
+			if hj, ok := w.(http.Hijacker); ok {
+				c, _, _ := hj.Hijack()
+				c.Close()
+			}
+			return
+		}
+		w.Write(good)
+	}))
+	defer srv.Close()
+	tests := []struct{ name, src, sum, want string }{
+		{"checksum mismatch", srv.URL + "/ok", sumA, "checksum mismatch"},
+		{"checksum mismatch from a file", arcB, sumA, "checksum mismatch"},
+		{"truncated", srv.URL + "/cut", sumB, "EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// sumA is installed: use a checksum no release has.
+			sum := tt.sum
+			if sum == sumA {
+				sum = strings.Repeat("ab", 32)
+			}
+			_, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", tt.src, sum, dest), Options{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q\n%s", err, tt.want, log)
+			}
+			if !strings.Contains(log, "fetching and unpacking") {
+				t.Fatalf("did not stream:\n%s", log)
+			}
+			if cur, _ := d.Current(); cur != curA {
+				t.Fatalf("current = %s, want %s", cur, curA)
+			}
+			ents, _ := os.ReadDir(filepath.Join(dest, "releases"))
+			if len(ents) != 1 || ents[0].Name() != curA {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Fatalf("releases/ = %v, want only %s", names, curA)
+			}
+			if b, _ := os.ReadFile(filepath.Join(dest, "current", "version")); string(b) != "A" {
+				t.Fatalf("current/version = %q", b)
+			}
+		})
+	}
+	// And the same artifact, whole, installs, sharing the unchanged files.
+	res, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", srv.URL+"/ok", sumB, dest), Options{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	fa, _ := os.Stat(filepath.Join(d.ReleasePath(curA), "bar"))
+	fb, _ := os.Stat(filepath.Join(d.ReleasePath(res.Release), "bar"))
+	if !os.SameFile(fa, fb) {
+		t.Error("bar is unchanged but was not hard-linked from the previous release")
+	}
+	fa, _ = os.Stat(filepath.Join(d.ReleasePath(curA), "version"))
+	fb, _ = os.Stat(filepath.Join(d.ReleasePath(res.Release), "version"))
+	if os.SameFile(fa, fb) {
+		t.Error("version changed but shares the previous release's inode")
+	}
+}
+
+// Cancelling while the release strategy streams stops at once, whatever
+// goroutine is waiting on what, and leaves no release.
+func TestApplyCancelWhileStreaming(t *testing.T) {
+	arc, _, sum := testArchive(t, map[string]string{"noise": noise(100 << 10)})
+	dest := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	var log bytes.Buffer
+	_, err := Apply(ctx, mustParse(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest)), Options{MaxBandwidth: 10 << 10, Output: &log})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled\n%s", err, log.String())
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("cancel took %s", d)
+	}
+	if !strings.Contains(log.String(), "fetching and unpacking") {
+		t.Fatalf("did not stream:\n%s", log.String())
+	}
+	if rel, _ := os.ReadDir(filepath.Join(dest, "releases")); len(rel) != 0 || exists(filepath.Join(dest, "current")) {
+		t.Fatalf("a cancelled apply left releases %v or current", rel)
+	}
+}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ferrydeploy/ferry/artifact"
 )
 
 // Spec says what artifact tree to generate. The same Spec always gives the
@@ -188,7 +190,9 @@ func (t Tree) Pack(path string, format string, seed uint64) (*Artifact, error) {
 		gw.ModTime = time.Unix(0, 0)
 		cw = gw
 	case "tar.zst":
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault))
+		// As artifact.Pack, i.e. `ferry build`, packs: the window decides
+		// the decoder's memory.
+		zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(artifact.PackWindow))
 		if err != nil {
 			return nil, fmt.Errorf("pack: %w", err)
 		}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/agent"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/client"
+	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/fetch"
+)
+
+// member is one agent of the fleet with what the bench records about it:
+// when its desired-state source delivered each artifact, and each download.
+type member struct {
+	name   string
+	root   string
+	c      *client.Client
+	b      *Bench
+	done   chan error // the agent's Run
+	report atomic.Bool
+
+	mu        sync.Mutex
+	delivered map[string]time.Time // artifact sha256 → when Watch first called fn with it
+	downloads map[string]download  // artifact sha256 → its (last) download
+}
+
+// download is one artifact fetch by an agent, timed from the request to
+// the body's end.
+type download struct {
+	Start, End time.Time
+	Bytes      int64
+}
+
+// Watch is cli/agentserver.go's serverSource (an unexported type there),
+// with the moment each new document is handed to the agent recorded: a
+// blocking query loop, each query also a full poll when it times out.
+func (m *member) Watch(ctx context.Context, fn func(*desired.Doc, error)) error {
+	var index uint64
+	var last *desired.Doc
+	failures := 0
+	for ctx.Err() == nil {
+		d, err := m.c.Desired(ctx, index, 5*time.Minute)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.b.errorf("%s: desired: %v", m.name, err)
+			fn(nil, err)
+			failures++
+			fetch.Sleep(ctx, min(time.Second<<min(failures-1, 5), 30*time.Second))
+			if ferry.ErrorCode(err) == ferry.EUNAUTH {
+				fetch.Sleep(ctx, 30*time.Second)
+			}
+			continue
+		}
+		failures = 0
+		if d.Index < index {
+			index = 0
+		} else {
+			index = d.Index
+		}
+		if last == nil || !last.Equal(&d.Doc) {
+			doc := d.Doc
+			last = &doc
+			if a, ok := doc.Apps[appName]; ok {
+				now := time.Now()
+				m.mu.Lock()
+				if _, seen := m.delivered[a.SHA256]; !seen {
+					m.delivered[a.SHA256] = now
+				}
+				m.mu.Unlock()
+				m.b.nudge()
+			}
+			fn(&doc, nil)
+		}
+	}
+	return nil
+}
+
+// reportFn is the agent's Config.Report: client.Report, noting the first
+// success so the bench knows every agent is up.
+func (m *member) reportFn(ctx context.Context, st *agent.State) error {
+	err := m.c.Report(ctx, api.Report{State: *st})
+	if err == nil && !m.report.Swap(true) {
+		m.b.nudge()
+	} else if err != nil && ctx.Err() == nil {
+		m.b.errorf("%s: report: %v", m.name, err)
+	}
+	return err
+}
+
+func (m *member) deliveredAt(sha string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.delivered[sha]
+	return t, ok
+}
+
+func (m *member) downloadOf(sha string) (download, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.downloads[sha]
+	return d, ok
+}
+
+// timedSource wraps the client's artifact source to time each download.
+type timedSource struct {
+	base fetch.Source
+	m    *member
+}
+
+func (s timedSource) Open(ctx context.Context, u *url.URL, offset int64) (io.ReadCloser, bool, error) {
+	start := time.Now()
+	rc, resumed, err := s.base.Open(ctx, u, offset)
+	if err != nil {
+		return rc, resumed, err
+	}
+	sha := u.Path[strings.LastIndexByte(u.Path, '/')+1:]
+	return &timedBody{ReadCloser: rc, m: s.m, sha: sha, start: start}, resumed, nil
+}
+
+// timedBody records its download when the body ends or is closed.
+type timedBody struct {
+	io.ReadCloser
+	m     *member
+	sha   string
+	start time.Time
+	n     int64
+	once  sync.Once
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.record()
+	}
+	return n, err
+}
+
+func (b *timedBody) Close() error {
+	b.record()
+	return b.ReadCloser.Close()
+}
+
+func (b *timedBody) record() {
+	b.once.Do(func() {
+		d := download{Start: b.start, End: time.Now(), Bytes: b.n}
+		b.m.mu.Lock()
+		b.m.downloads[b.sha] = d
+		b.m.mu.Unlock()
+	})
+}

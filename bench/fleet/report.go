@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Results is everything the bench measured, as written to -out.
+type Results struct {
+	Command   string      `json:"command"`
+	Date      time.Time   `json:"date"`
+	Machine   Machine     `json:"machine"`
+	Limits    Limits      `json:"limits"`
+	Options   Options     `json:"options"`
+	Artifacts []Artifact  `json:"artifacts"`
+	Runs      []RunResult `json:"runs"`
+}
+
+// Machine is where the bench ran.
+type Machine struct {
+	NProc  int    `json:"nproc"`
+	Model  string `json:"model"`
+	Memory string `json:"memory"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+	Source string `json:"source"` // git describe of the module
+}
+
+func machineFacts(dir string) Machine {
+	m := Machine{NProc: runtime.NumCPU(), Model: grepFile("/proc/cpuinfo", "model name"), Go: runtime.Version()}
+	if v := grepFile("/proc/meminfo", "MemTotal"); v != "" {
+		var kb int64
+		fmt.Sscanf(v, "%d", &kb)
+		m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
+	}
+	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		m.Source = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+func (m Machine) String() string {
+	parts := []string{fmt.Sprintf("nproc %d", m.NProc)}
+	for _, s := range []string{m.Model, m.Memory, m.Kernel, m.Go} {
+		if s != "" {
+			parts = append(parts, s)
+		}
+	}
+	if m.Source != "" {
+		parts = append(parts, "ferry at "+m.Source)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func grepFile(p, key string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// WriteMarkdown prints the facts and one table per measure.
+func (r *Results) WriteMarkdown(w io.Writer) {
+	fmt.Fprintf(w, "Command: `%s`\n\n", r.Command)
+	fmt.Fprintf(w, "Machine: %s\n\n", r.Machine)
+	fmt.Fprintf(w, "Date (end of run): %s\n\n", r.Date.Format(time.UnixDate))
+	fmt.Fprintf(w, "Limits: open files %d (hard %d), processes %d, pid_max %s\n\n", r.Limits.NoFile, r.Limits.NoFileHard, r.Limits.NProc, r.Limits.PIDMax)
+	for _, a := range r.Artifacts {
+		fmt.Fprintf(w, "- artifact %s: %.1f MiB (sha256 %.12s…)\n", a.Version, float64(a.Size)/(1<<20), a.SHA256)
+	}
+	fmt.Fprintf(w, "\nSetup: one server and N agents in one process on loopback (TLS, each agent its own client and credential, its own root); app `%s` with %d instance(s) per agent of `exec sleep 100000`, no health check (healthy after the agent's 1 s MinUptime); `deploy --strategy all`.\n\n", appName, r.Options.Scale)
+
+	fmt.Fprintln(w, "| agents | join all | up → all reported | release | deploy → all healthy | desired state reached agents after the deploy call returned: p50 / p99 / max | host healthy (server's view) p50 / p99 / max | downloads: server throughput | one download p50 / p99 | CPU of the process | load before → after |")
+	fmt.Fprintln(w, "|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|")
+	for _, run := range r.Runs {
+		if len(run.Deploys) == 0 {
+			fmt.Fprintf(w, "| %d | %s | %s | — | — | — | — | — | — | — | — |\n", run.Agents, secs(run.Join), secs(run.ToReported))
+		}
+		for i, d := range run.Deploys {
+			join, up := secs(run.Join), secs(run.ToReported)
+			if i > 0 {
+				join, up = "", ""
+			}
+			dl := "—"
+			if d.Downloads.Count > 0 {
+				dl = fmt.Sprintf("%.0f MiB/s (%d × %.1f MiB in %s)", d.Downloads.MBps, d.Downloads.Count, float64(d.Downloads.Bytes)/float64(d.Downloads.Count)/(1<<20), secs(d.Downloads.Span))
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s (release %d) | %s | %s / %s / %s | %s / %s / %s | %s | %s / %s | %s | %s → %s |\n",
+				run.Agents, join, up, d.Version, d.Release, secs(d.ToAllHealthy),
+				msec(d.Propagation.P50), msec(d.Propagation.P99), msec(d.Propagation.Max),
+				secs(d.HostHealthy.P50), secs(d.HostHealthy.P99), secs(d.HostHealthy.Max),
+				dl, secs(d.Downloads.Each.P50), secs(d.Downloads.Each.P99), secs(d.CPU), d.LoadBefore, d.LoadAfter)
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| agents | phase | process RSS / peak | threads | goroutines | fds | app processes (RSS) | load |")
+	fmt.Fprintln(w, "|--:|---|--:|--:|--:|--:|--:|---|")
+	for _, run := range r.Runs {
+		row := func(phase string, s Snapshot) {
+			if s.Load == "" {
+				return
+			}
+			fmt.Fprintf(w, "| %d | %s | %.0f / %.0f MiB | %d | %d | %d | %d (%.0f MiB) | %s |\n", run.Agents, phase,
+				float64(s.RSSKiB)/1024, float64(s.HWMKiB)/1024, s.Threads, s.Goroutines, s.FDs, s.Children, float64(s.ChildRSSKiB)/1024, s.Load)
+		}
+		row("all up, nothing deployed", run.Before)
+		for _, d := range run.Deploys {
+			row("after "+d.Version, d.After)
+		}
+	}
+	fmt.Fprintln(w)
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "- %d agents: stopping every agent and its apps took %s; %d processes left over", run.Agents, secs(run.Stop), run.Leftover)
+		if run.Errors > 0 {
+			fmt.Fprintf(w, "; %d failed desired queries or reports (first: %s)", run.Errors, strings.Join(run.ErrorSamples, "; "))
+		}
+		for _, d := range run.Deploys {
+			fmt.Fprintf(w, "; %s: deploy call %s, from sending it to each agent's document p50 %s / p99 %s, %s more per host in name order (R² %.2f)",
+				d.Version, msec(d.Request), msec(d.FromSend.P50), msec(d.FromSend.P99), msec(d.PerHostSlope), d.PerHostR2)
+		}
+		if run.Err != "" {
+			fmt.Fprintf(w, "; **error: %s**", run.Err)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func secs(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func msec(d time.Duration) string {
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
