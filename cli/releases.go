@@ -108,7 +108,7 @@ which address.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			get := func(ctx context.Context, c *client.Client) ([]api.AuditEvent, error) {
-				evs, err := c.Audit(ctx)
+				evs, err := c.Audit(ctx, limit)
 				return lastEvents(evs, limit), err
 			}
 			return showFromServer(cmd, env, output, get, printAudit)

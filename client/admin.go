@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/ferrydeploy/ferry/api"
 )
@@ -75,8 +76,9 @@ func (c *Client) BreakLock(ctx context.Context, app, group string) error {
 }
 
 // Audit returns the audit events.
-func (c *Client) Audit(ctx context.Context) ([]api.AuditEvent, error) {
+// Audit returns the newest limit audit events, oldest first; 0 means all.
+func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditEvent, error) {
 	var out []api.AuditEvent
-	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, out: &out})
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, query: url.Values{"limit": {strconv.Itoa(limit)}}, out: &out})
 	return out, err
 }

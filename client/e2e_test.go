@@ -121,7 +121,7 @@ func TestDeployDetachedThenBlockingGet(t *testing.T) {
 	if _, err := c.Deploy(ctx, api.DeployRequest{App: "nope", Group: "prod"}); code(err) != ferry.ENOTFOUND {
 		t.Errorf("unknown app: %v", err)
 	}
-	evs, err := c.Audit(ctx)
+	evs, err := c.Audit(ctx, 0)
 	if err != nil || len(evs) == 0 {
 		t.Errorf("Audit = %d events, %v", len(evs), err)
 	}

@@ -14,7 +14,11 @@ import (
 // audit records a change. A failure to record is logged, not returned:
 // the change itself already happened.
 func (s *Server) audit(ctx context.Context, p *principal, action, target, detail string) {
-	ev := api.AuditEvent{Time: time.Now().UTC(), Who: p.who(), Action: action, Target: target, Detail: detail}
+	who := "server" // a change the server made itself: a rollout's outcome, the first admin token
+	if p != nil {
+		who = p.who()
+	}
+	ev := api.AuditEvent{Time: time.Now().UTC(), Who: who, Action: action, Target: target, Detail: detail}
 	if p != nil {
 		ev.From = p.remote
 	}
@@ -38,13 +42,14 @@ func (s *Server) auditReq(r *http.Request, p *principal, action, target, detail 
 	s.audit(r.Context(), &q, action, target, detail)
 }
 
-// listAudit answers the newest events, oldest first: ?limit=N (default 100).
+// listAudit answers the newest events, oldest first: ?limit=N (default
+// 100; 0 means all).
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal) error {
 	limit := 100
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return ferry.Errorf(ferry.EINVALID, "limit %q: want a positive integer", v)
+		if err != nil || n < 0 {
+			return ferry.Errorf(ferry.EINVALID, "limit %q: want a number of events, 0 for all", v)
 		}
 		limit = n
 	}
@@ -52,7 +57,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal)
 	if err != nil {
 		return err
 	}
-	if len(evs) > limit {
+	if limit > 0 && len(evs) > limit {
 		evs = evs[len(evs)-limit:]
 	}
 	return writeJSON(w, http.StatusOK, evs)

@@ -238,12 +238,13 @@ func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
 		if err := s.save(ctx, rec); err != nil {
 			return err
 		}
+		since := time.Now().UTC()
 		for _, h := range hosts {
 			if _, err := s.setDesired(ctx, h, rec.App, target); err != nil {
 				return err
 			}
 		}
-		if err := s.waitHealthy(ctx, rec, hosts); err != nil {
+		if err := s.waitHealthy(ctx, rec, hosts, since); err != nil {
 			return err
 		}
 	}
@@ -278,7 +279,9 @@ func (s *Server) waitPromote(ctx context.Context, rec *deployRecord) error {
 // waitHealthy waits until every one of hosts reports rec's release
 // running and healthy, or one fails: rejected by its agent, lost, or not
 // healthy within the health timeout.
-func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []string) error {
+// Only reports received after since count: a dead agent's last report may
+// show the very release it is asked to run, and must not pass for it.
+func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []string, since time.Time) error {
 	deadline := time.Now().Add(rec.HealthTimeout)
 	all, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
 	if err != nil {
@@ -308,12 +311,16 @@ func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []str
 			}
 			rr, reported := reps[h]
 			ok, why := check(rec, rr.State.Apps[rec.App], reported)
+			stale := ok && rr.LastSeen.Before(since)
+			ok = ok && !stale
 			seen := lastSeen(known[h], reps)
 			switch {
 			case ok:
 				hr.State = hostHealthy
 			case why == "" && time.Since(seen) > s.cfg.HostLostAfter:
 				why = fmt.Sprintf("host lost: no report since %s", seen.Format(time.RFC3339))
+			case why == "" && time.Now().After(deadline) && stale:
+				why = fmt.Sprintf("release %s not confirmed within %s: no report since %s", label(rec.Release), rec.HealthTimeout, rr.LastSeen.Format(time.RFC3339))
 			case why == "" && time.Now().After(deadline):
 				why = fmt.Sprintf("release %s not running healthy after %s%s", label(rec.Release), rec.HealthTimeout, progress(rr.State.Apps[rec.App]))
 			}

@@ -316,8 +316,10 @@ func TestRestartResumesRollout(t *testing.T) {
 		t.Fatal("admin token made again")
 	}
 	ts2.admin = ts.admin
-	ts2.report(c2, "web-2", "web", "v1", "running", "")
-	ts2.report(c1, "web-1", "web", "v1", "running", "")
+	// Agents report every few seconds; a resumed rollout counts only
+	// reports made after it asked, so keep reporting as agents do.
+	ts2.sim("web-1", c1, nil)
+	ts2.sim("web-2", c2, nil)
 	ts2.waitDeployment(d.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
 	if idx := ts2.desired(c1, 0, 0).Index; idx != idx1 {
 		t.Fatalf("web-1's desired state was written again: index %d, was %d", idx, idx1)
@@ -390,5 +392,24 @@ func TestAppDeployPolicy(t *testing.T) {
 	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Strategy: api.StrategyRolling, Batch: "1", WaitLock: 10 * time.Second}, &d2)
 	if d2.Strategy != api.StrategyRolling || d2.Batch != "1" {
 		t.Errorf("the request's strategy did not win: %s %s", d2.Strategy, d2.Batch)
+	}
+}
+
+// TestStaleReportDoesNotPass: a host whose agent died keeps its last
+// report, which may show the very release a new rollout asks for; only a
+// report made after the rollout asked counts.
+func TestStaleReportDoesNotPass(t *testing.T) {
+	ts := startServer(t, t.TempDir(), func(c *Config) { c.HostLostAfter = 500 * time.Millisecond })
+	sim := ts.sim("web-1", ts.join("web-1", "prod"), nil)
+	ts.publish("web", "1.0.0")
+	var d api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod"}, &d)
+	ts.waitDeployment(d.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
+	sim.close() // the agent dies; its last report says v1 runs healthy
+	var d2 api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Release: 1, NoAutoRollback: true, WaitLock: 10 * time.Second}, &d2)
+	d2 = ts.waitDeployment(d2.ID, "ended", func(d api.Deployment) bool { return d.State != api.DeployRunning })
+	if d2.State != api.DeployFailed || !strings.Contains(d2.Error, "host lost") {
+		t.Fatalf("redeploy to a dead host: %s %q, want failed with host lost", d2.State, d2.Error)
 	}
 }

@@ -233,14 +233,14 @@ func parseProcess(name string, y processYAML) (ferry.Process, error) {
 		return p, fmt.Errorf("%s.stop_timeout: %w", where, err)
 	}
 	if y.Health != nil {
-		if p.Health, err = parseHealth(*y.Health, p.Port); err != nil {
+		if p.Health, err = parseHealth(*y.Health); err != nil {
 			return p, fmt.Errorf("%s.health: %w", where, err)
 		}
 	}
 	return p, nil
 }
 
-func parseHealth(y healthYAML, port int) (*ferry.Health, error) {
+func parseHealth(y healthYAML) (*ferry.Health, error) {
 	h := &ferry.Health{HTTP: y.HTTP, TCP: y.TCP, Exec: y.Exec, Status: y.Status, Healthy: y.Healthy, Unhealthy: y.Unhealthy}
 	kinds := 0
 	for _, set := range []bool{h.HTTP != "", h.TCP, h.Exec != ""} {
@@ -251,9 +251,8 @@ func parseHealth(y healthYAML, port int) (*ferry.Health, error) {
 	if kinds != 1 {
 		return nil, errors.New("set exactly one of http, tcp, exec")
 	}
-	if (h.HTTP != "" || h.TCP) && port == 0 {
-		return nil, errors.New("http and tcp checks need the process to have a port")
-	}
+	// Without a public port, http and tcp checks go to the instance's own
+	// $PORT, which the agent gives every instance.
 	if h.HTTP != "" && !strings.HasPrefix(h.HTTP, "/") {
 		return nil, fmt.Errorf("http: %q must be a path starting with /", h.HTTP)
 	}

@@ -55,7 +55,6 @@ func TestParseErrors(t *testing.T) {
 		{"app: x\nprocesses:\n  web: {command: a, upgrade: proxy}\n", "needs a port"},
 		{"app: x\nprocesses:\n  web: {command: a, upgrade: magic, port: 1}\n", "not one of"},
 		{"app: x\nprocesses:\n  web: {command: a, stop_timeout: soon}\n", "stop_timeout"},
-		{"app: x\nprocesses:\n  web: {command: a, health: {http: /h}}\n", "need the process to have a port"},
 		{"app: x\nprocesses:\n  web: {command: a, port: 1, health: {}}\n", "exactly one"},
 		{"app: x\ndeploy: {batch: 0}\n", "deploy.batch"},
 		{"app: x\ndeploy: {strategy: yolo}\n", "deploy.strategy"},
@@ -80,5 +79,17 @@ func TestParseProcfile(t *testing.T) {
 		if _, err := ParseProcfile([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// A process without a public port may still be checked over http on the
+// $PORT the agent gives each instance.
+func TestHTTPCheckWithoutPort(t *testing.T) {
+	app, err := Parse([]byte("app: x\nprocesses:\n  worker: {command: a, health: {http: /healthz}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := app.Processes[0].Health; h == nil || h.HTTP != "/healthz" {
+		t.Fatalf("health %+v", h)
 	}
 }
