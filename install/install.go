@@ -71,7 +71,15 @@ func (d Dir) Lock() (unlock func(), err error) {
 	if err := os.MkdirAll(filepath.Join(d.Path, stateDir), 0o755); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	return LockFile(filepath.Join(d.Path, stateDir, "lock"))
+	unlock, err = LockFile(filepath.Join(d.Path, stateDir, "lock"))
+	if err != nil {
+		return nil, err
+	}
+	// Whoever holds the lock is the only installer: staging directories
+	// found now are an interrupted install's, even when this apply turns
+	// out to have nothing to install.
+	d.cleanStale()
+	return unlock, nil
 }
 
 // LockFile takes an exclusive flock on path, writing our pid into it.

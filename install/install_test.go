@@ -168,3 +168,22 @@ func TestPruneReportsWhatItCannotRemove(t *testing.T) {
 		t.Fatal("Err does not wrap the failure")
 	}
 }
+
+// TestLockCleansInterruptedStaging: an install killed mid-unpack leaves a
+// staging directory; the next holder of the lock removes it even if it has
+// nothing to install.
+func TestLockCleansInterruptedStaging(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	stage := filepath.Join(d.Path, ReleasesDir, stagePrefix+"v2-abc-123")
+	if err := os.MkdirAll(filepath.Join(stage, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := d.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if _, err := os.Stat(stage); !os.IsNotExist(err) {
+		t.Fatalf("staging dir still there after Lock: %v", err)
+	}
+}
