@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
@@ -88,37 +87,7 @@ type serverSource struct {
 }
 
 func (s serverSource) Watch(ctx context.Context, fn func(*desired.Doc, error)) error {
-	var index uint64
-	var last *desired.Doc
-	failures := 0
-	for ctx.Err() == nil {
-		d, err := s.c.Desired(ctx, index, s.wait)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			fn(nil, err)
-			failures++
-			// A server that is down is asked again soon, then less often.
-			fetch.Sleep(ctx, min(time.Second<<min(failures-1, 5), 30*time.Second))
-			if ferry.ErrorCode(err) == ferry.EUNAUTH {
-				fetch.Sleep(ctx, 30*time.Second)
-			}
-			continue
-		}
-		failures = 0
-		if d.Index < index {
-			index = 0 // a new or restored server: start over
-		} else {
-			index = d.Index
-		}
-		if last == nil || !last.Equal(&d.Doc) {
-			doc := d.Doc
-			last = &doc
-			fn(&doc, nil)
-		}
-	}
-	return nil
+	return s.c.WatchDesired(ctx, s.wait, fn)
 }
 
 // serverMode wires cfg to the control server.

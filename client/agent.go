@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/desired"
 	"github.com/ferrydeploy/ferry/fetch"
 )
 
@@ -61,4 +63,44 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Header.Set("Authorization", "Bearer "+t.token)
 	return t.base.RoundTrip(r)
+}
+
+// WatchDesired follows this agent's desired state with blocking queries of
+// up to wait each, so a change arrives within milliseconds and every
+// query that times out is also a full poll. It calls fn with the first
+// document and with each one that differs from the last, and fn(nil, err)
+// when the server cannot be asked (then it asks again with backoff, to 30
+// s), until ctx is done.
+func (c *Client) WatchDesired(ctx context.Context, wait time.Duration, fn func(*desired.Doc, error)) error {
+	var index uint64
+	var last *desired.Doc
+	failures := 0
+	for ctx.Err() == nil {
+		d, err := c.Desired(ctx, index, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			fn(nil, err)
+			failures++
+			fetch.Sleep(ctx, min(time.Second<<min(failures-1, 5), 30*time.Second))
+			if ferry.ErrorCode(err) == ferry.EUNAUTH {
+				// A revoked credential will not come back by asking fast.
+				fetch.Sleep(ctx, 30*time.Second)
+			}
+			continue
+		}
+		failures = 0
+		if d.Index < index {
+			index = 0 // a new or restored server: start over
+		} else {
+			index = d.Index
+		}
+		if last == nil || !last.Equal(&d.Doc) {
+			doc := d.Doc
+			last = &doc
+			fn(&doc, nil)
+		}
+	}
+	return nil
 }

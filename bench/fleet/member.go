@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
@@ -39,50 +38,23 @@ type download struct {
 	Bytes      int64
 }
 
-// Watch is cli/agentserver.go's serverSource (an unexported type there),
-// with the moment each new document is handed to the agent recorded: a
-// blocking query loop, each query also a full poll when it times out.
+// Watch is the agent's source of desired states (client.WatchDesired),
+// with the moment each new document is handed to the agent recorded.
 func (m *member) Watch(ctx context.Context, fn func(*desired.Doc, error)) error {
-	var index uint64
-	var last *desired.Doc
-	failures := 0
-	for ctx.Err() == nil {
-		d, err := m.c.Desired(ctx, index, 5*time.Minute)
+	return m.c.WatchDesired(ctx, 5*time.Minute, func(doc *desired.Doc, err error) {
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			m.b.errorf("%s: desired: %v", m.name, err)
-			fn(nil, err)
-			failures++
-			fetch.Sleep(ctx, min(time.Second<<min(failures-1, 5), 30*time.Second))
-			if ferry.ErrorCode(err) == ferry.EUNAUTH {
-				fetch.Sleep(ctx, 30*time.Second)
+		} else if a, ok := doc.Apps[appName]; ok {
+			now := time.Now()
+			m.mu.Lock()
+			if _, seen := m.delivered[a.SHA256]; !seen {
+				m.delivered[a.SHA256] = now
 			}
-			continue
+			m.mu.Unlock()
+			m.b.nudge()
 		}
-		failures = 0
-		if d.Index < index {
-			index = 0
-		} else {
-			index = d.Index
-		}
-		if last == nil || !last.Equal(&d.Doc) {
-			doc := d.Doc
-			last = &doc
-			if a, ok := doc.Apps[appName]; ok {
-				now := time.Now()
-				m.mu.Lock()
-				if _, seen := m.delivered[a.SHA256]; !seen {
-					m.delivered[a.SHA256] = now
-				}
-				m.mu.Unlock()
-				m.b.nudge()
-			}
-			fn(&doc, nil)
-		}
-	}
-	return nil
+		fn(doc, err)
+	})
 }
 
 // reportFn is the agent's Config.Report: client.Report, noting the first
