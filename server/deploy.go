@@ -67,6 +67,14 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err != nil {
 		return err
 	}
+	if req.WaitLock <= 0 {
+		// Refuse before a release is made for a deploy that cannot run.
+		if held, ok, err := s.lockHeld(ctx, req.App, req.Group); err != nil {
+			return err
+		} else if ok {
+			return ferry.Errorf(ferry.ELOCKED, "%s", held.message())
+		}
+	}
 	rel, err := s.resolveRelease(ctx, p, req)
 	if err != nil {
 		return err

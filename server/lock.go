@@ -37,6 +37,22 @@ func (l lockRecord) message() string {
 		l.App, l.Group, l.Owner, l.Since.Format(time.RFC3339), l.Reason, l.Deployment)
 }
 
+// lockHeld returns the holder of app × group's lock, if someone holds it.
+func (s *Server) lockHeld(ctx context.Context, app, group string) (lockRecord, bool, error) {
+	var held lockRecord
+	kv, err := s.st.Get(ctx, lockKey(app, group))
+	if ferry.ErrorCode(err) == ferry.ENOTFOUND {
+		return held, false, nil
+	}
+	if err != nil {
+		return held, false, err
+	}
+	if err := json.Unmarshal(kv.Value, &held); err != nil {
+		return held, false, fmt.Errorf("state: %s: %w", kv.Key, err)
+	}
+	return held, true, nil
+}
+
 // acquireLock takes the lock of rec's app × group, waiting up to wait for
 // the holder to let go; after that it fails with ELOCKED naming the holder.
 func (s *Server) acquireLock(ctx context.Context, rec lockRecord, wait time.Duration) (*lock, error) {

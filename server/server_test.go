@@ -257,6 +257,16 @@ func TestLockHeld(t *testing.T) {
 	if code != http.StatusConflict || !strings.Contains(msg, "locked by admin since ") || !strings.Contains(msg, "for deploy v1 (deployment "+d.ID+")") {
 		t.Fatalf("second deploy: %d %q", code, msg)
 	}
+	// A refused deploy of a new build makes no release.
+	ts.publish("web", "2.0.0")
+	if code, msg := ts.call("POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Version: "2.0.0"}, nil); code != http.StatusConflict {
+		t.Fatalf("deploy of 2.0.0 while locked: %d %q", code, msg)
+	}
+	var rels []api.Release
+	ts.must(200, "GET", "/v1/apps/web/releases", ts.admin, nil, &rels)
+	if len(rels) != 1 {
+		t.Fatalf("releases after a refused deploy: %+v", rels)
+	}
 	// WaitLock waits for the first to end.
 	done := make(chan int, 1)
 	go func() {
