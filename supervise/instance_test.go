@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/health"
@@ -344,5 +347,26 @@ func TestWrapHandsFilesAndReadiness(t *testing.T) {
 			t.Fatalf("process did not get fd 3 and the wrapped environment:\n%s", b)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPipeBuffer: an app may write 1 MiB while no agent reads its output
+// before it blocks, not the kernel's default 64 KiB.
+func TestPipeBuffer(t *testing.T) {
+	s := testSpec(t, "sleep 100")
+	_, w := startWatched(t, s, nil)
+	st := w.until(t, 5*time.Second, "running", func(st Status) bool { return st.PID > 0 && st.Pipes != "" })
+	out, _ := fifos(s.RunDir, st.Pipes)
+	f, err := os.OpenFile(out, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < pipeSize {
+		t.Fatalf("pipe buffer %d bytes, want %d", n, pipeSize)
 	}
 }

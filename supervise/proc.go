@@ -50,6 +50,10 @@ func fifos(runDir, name string) (out, errPath string) {
 	return filepath.Join(runDir, name+".stdout"), filepath.Join(runDir, name+".stderr")
 }
 
+// pipeSize is the buffer asked for each output FIFO: 1 MiB, the default
+// limit of /proc/sys/fs/pipe-max-size for unprivileged processes.
+const pipeSize = 1 << 20
+
 func makeFIFO(path string) error {
 	fi, err := os.Lstat(path)
 	if err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
@@ -100,6 +104,10 @@ func startProc(argv []string, dir string, env []string, files []*os.File, outPat
 			return nil, readers, err
 		}
 		writers = append(writers, w)
+		// While no agent reads (it is restarting), the app may write this
+		// much before it blocks; the kernel's default is 64 KiB. Best
+		// effort: an unprivileged agent may be capped lower.
+		unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, pipeSize)
 		r, err := openReader(path)
 		if err != nil {
 			closeAll()
