@@ -222,6 +222,11 @@ func (s *Server) drain(l net.Listener, sigs <-chan os.Signal) error {
 	case <-sigs:
 		return forced()
 	}
+	// The drain closed the listener first; Shutdown closing it again (when
+	// Serve had not yet noticed) is no failure.
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
 	if err != nil {
 		srv.Close()
 		cancelHooks()
