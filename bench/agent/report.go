@@ -1,20 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ferrydeploy/ferry/bench/internal/host"
 )
 
 // Goals, from the issue.
@@ -30,36 +27,20 @@ const (
 
 // Machine is where the bench ran.
 type Machine struct {
-	NProc  int    `json:"nproc"`
-	Model  string `json:"model"`
-	Memory string `json:"memory"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
-	FS     string `json:"fs"`
+	host.Facts
+	FS string `json:"fs"`
 }
 
 func machineFacts(work string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), Model: grepFile("/proc/cpuinfo", "model name"), Go: runtime.Version()}
-	if v := grepFile("/proc/meminfo", "MemTotal"); v != "" {
-		var kb int64
-		fmt.Sscanf(v, "%d", &kb)
-		m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	m := Machine{Facts: host.Read()}
+	if fstype, dev := host.Mount(work); fstype != "" {
+		m.FS = fstype + " (" + dev + ")"
 	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
-	}
-	m.FS = fsType(work)
 	return m
 }
 
 func (m Machine) String() string {
-	parts := []string{fmt.Sprintf("nproc %d", m.NProc)}
-	for _, s := range []string{m.Model, m.Memory, m.Kernel, m.Go} {
-		if s != "" {
-			parts = append(parts, s)
-		}
-	}
+	parts := m.Parts()
 	if m.FS != "" {
 		parts = append(parts, "scratch on "+m.FS)
 	}
@@ -224,42 +205,3 @@ func pct(ds []time.Duration) string {
 }
 
 func kib(n int64) float64 { return float64(n) / 1024 }
-
-func grepFile(p, key string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-// fsType returns the filesystem type and device of the mount holding p.
-func fsType(p string) string {
-	p, _ = filepath.Abs(p)
-	f, err := os.Open("/proc/mounts")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	best, out := -1, ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) < 3 {
-			continue
-		}
-		mp := fl[1]
-		if (p == mp || strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
-			best, out = len(mp), fl[2]+" ("+fl[0]+")"
-		}
-	}
-	return out
-}

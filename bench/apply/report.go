@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ferrydeploy/ferry/bench/internal/host"
 )
 
 // Report is the markdown the bench prints.
@@ -163,23 +162,21 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
 
 // machineFacts describes the machine and the tools' versions.
 func machineFacts(work string) []string {
-	facts := []string{fmt.Sprintf("nproc %d", runtime.NumCPU())}
-	if v := grepFile("/proc/cpuinfo", "model name"); v != "" {
-		facts = append(facts, v)
+	f := host.Read()
+	facts := []string{fmt.Sprintf("nproc %d", f.NProc)}
+	if f.Model != "" {
+		facts = append(facts, f.Model)
 	}
-	if v := grepFile("/proc/meminfo", "MemTotal"); v != "" {
-		var kb int64
-		fmt.Sscanf(v, "%d", &kb)
-		facts = append(facts, fmt.Sprintf("memory %.1f GiB", float64(kb)/(1<<20)))
+	if f.Memory != "" {
+		facts = append(facts, "memory "+f.Memory)
 	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		facts = append(facts, unix.ByteSliceToString(u.Sysname[:])+" "+unix.ByteSliceToString(u.Release[:]))
+	if f.Kernel != "" {
+		facts = append(facts, f.Kernel)
 	}
 	facts = append(facts, firstLine(runtime.Version(), "go", "version"))
 	facts = append(facts, firstLine("rsync ?", "rsync", "--version"), firstLine("tar ?", "tar", "--version"))
-	if fs := fsType(work); fs != "" {
-		facts = append(facts, "work dir on "+fs)
+	if fstype, dev := host.Mount(work); fstype != "" {
+		facts = append(facts, "work dir on "+fstype+" ("+dev+journal(fstype, dev)+")")
 	}
 	return facts
 }
@@ -198,22 +195,6 @@ func binaryFacts(b *Bench) []string {
 	return out
 }
 
-func grepFile(p, key string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
 func firstLine(fallback, name string, args ...string) string {
 	out, err := exec.Command(name, args...).Output()
 	if err != nil {
@@ -221,28 +202,6 @@ func firstLine(fallback, name string, args ...string) string {
 	}
 	line, _, _ := strings.Cut(string(out), "\n")
 	return strings.Join(strings.Fields(line), " ")
-}
-
-// fsType returns the filesystem type and device of the mount holding p.
-func fsType(p string) string {
-	f, err := os.Open("/proc/mounts")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	best, out := -1, ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) < 3 {
-			continue
-		}
-		mp := fl[1]
-		if (p == mp || strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > best {
-			best, out = len(mp), fl[2]+" ("+fl[0]+journal(fl[2], fl[0])+")"
-		}
-	}
-	return out
 }
 
 // journal says whether an ext4 filesystem has a journal: without one,

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ferrydeploy/ferry/bench/internal/host"
 )
 
 // Results is everything the bench measured, as written to -out.
@@ -26,25 +23,12 @@ type Results struct {
 
 // Machine is where the bench ran.
 type Machine struct {
-	NProc  int    `json:"nproc"`
-	Model  string `json:"model"`
-	Memory string `json:"memory"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
+	host.Facts
 	Source string `json:"source"` // git describe of the module
 }
 
 func machineFacts(dir string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), Model: grepFile("/proc/cpuinfo", "model name"), Go: runtime.Version()}
-	if v := grepFile("/proc/meminfo", "MemTotal"); v != "" {
-		var kb int64
-		fmt.Sscanf(v, "%d", &kb)
-		m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
-	}
+	m := Machine{Facts: host.Read()}
 	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
 		m.Source = strings.TrimSpace(string(out))
 	}
@@ -52,31 +36,11 @@ func machineFacts(dir string) Machine {
 }
 
 func (m Machine) String() string {
-	parts := []string{fmt.Sprintf("nproc %d", m.NProc)}
-	for _, s := range []string{m.Model, m.Memory, m.Kernel, m.Go} {
-		if s != "" {
-			parts = append(parts, s)
-		}
-	}
+	parts := m.Parts()
 	if m.Source != "" {
 		parts = append(parts, "ferry at "+m.Source)
 	}
 	return strings.Join(parts, "; ")
-}
-
-func grepFile(p, key string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // WriteMarkdown prints the facts and one table per measure.
