@@ -213,35 +213,7 @@ func (e *env) runReuseport(ctx context.Context, s *Subject, i int) *Run {
 		return startProc(cmd, filepath.Join(dir, v+".log"), readyLine)
 	}
 	s.Note = "two copies of a plain net/http server (this binary, re-executed) with SO_REUSEPORT on one port; old one SIGTERMed (Shutdown) once the new one listens"
-	v := fmt.Sprintf("r%d-v1", i)
-	cur, err := start(v)
-	if err != nil {
-		r.Errors = append(r.Errors, err.Error())
-		return r
-	}
-	r.Expected = append(r.Expected, v)
-	l := startLoad(ctx, e.loadConfig(port))
-	time.Sleep(time.Second)
-	for k := 1; k <= e.cfg.Upgrades && ctx.Err() == nil; k++ {
-		v := fmt.Sprintf("r%d-v%d", i, k+1)
-		t0 := time.Now()
-		next, err := start(v)
-		if err != nil {
-			r.Errors = append(r.Errors, err.Error())
-			break
-		}
-		if err := cur.stop(15 * time.Second); err != nil {
-			r.Errors = append(r.Errors, err.Error())
-		}
-		cur = next
-		r.Expected = append(r.Expected, v)
-		r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Outcome: "swapped", Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
-		time.Sleep(spacing(e.rng, e.cfg.SpacingMin, e.cfg.SpacingMax))
-	}
-	time.Sleep(time.Second)
-	finish(r, l)
-	cur.stop(15 * time.Second)
-	return r
+	return e.swaps(ctx, r, port, fmt.Sprintf("r%d", i), "swapped", start)
 }
 
 // startHello runs the hello binary on port as release v.
@@ -347,16 +319,23 @@ func (e *env) runKamal(ctx context.Context, s *Subject, i int) *Run {
 		}
 		return h, nil
 	}
-	v := fmt.Sprintf("kamal%d-v1", i)
+	return e.swaps(ctx, r, port, fmt.Sprintf("kamal%d", i), "deployed", start)
+}
+
+// swaps is the controls' upgrade loop: under load, it starts version
+// prefix-v(k+1) with start and then stops the one before, Upgrades times.
+func (e *env) swaps(ctx context.Context, r *Run, port int, prefix, outcome string, start func(string) (*proc, error)) *Run {
+	v := prefix + "-v1"
 	cur, err := start(v)
 	if err != nil {
-		return fail("%v", err)
+		r.Errors = append(r.Errors, err.Error())
+		return r
 	}
 	r.Expected = append(r.Expected, v)
 	l := startLoad(ctx, e.loadConfig(port))
 	time.Sleep(time.Second)
 	for k := 1; k <= e.cfg.Upgrades && ctx.Err() == nil; k++ {
-		v := fmt.Sprintf("kamal%d-v%d", i, k+1)
+		v := fmt.Sprintf("%s-v%d", prefix, k+1)
 		t0 := time.Now()
 		next, err := start(v)
 		if err != nil {
@@ -368,7 +347,7 @@ func (e *env) runKamal(ctx context.Context, s *Subject, i int) *Run {
 		}
 		cur = next
 		r.Expected = append(r.Expected, v)
-		r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Outcome: "deployed", Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
+		r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Outcome: outcome, Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
 		time.Sleep(spacing(e.rng, e.cfg.SpacingMin, e.cfg.SpacingMax))
 	}
 	time.Sleep(time.Second)
