@@ -286,16 +286,28 @@ func (r *appRunner) startReady(s supervise.Spec, timeout time.Duration) (*superv
 }
 
 // retire takes an instance out of its owner's rotation, letting its
-// in-flight requests finish, and stops it.
+// in-flight requests finish, and stops it. The stop begins once only
+// upgraded connections (WebSockets) and event streams are left, so that
+// the app itself can tell those clients to reconnect while the proxy still
+// carries them.
 func (r *appRunner) retire(o *portOwner, inst *supervise.Instance) {
-	if o != nil && o.proxy != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), inst.Spec().StopTimeout)
-		if err := o.proxy.Remove(ctx, backend(inst.Status())); err != nil {
-			r.a.log.Warn("drain cut short", "app", r.name, "instance", inst.Spec().Name(), "err", err)
-		}
-		cancel()
+	if o == nil || o.proxy == nil {
+		inst.Stop(context.Background())
+		return
 	}
-	inst.Stop(context.Background())
+	stopped := make(chan struct{})
+	stop := func() {
+		go func() {
+			inst.Stop(context.Background())
+			close(stopped)
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), inst.Spec().StopTimeout)
+	if err := o.proxy.RemoveThen(ctx, backend(inst.Status()), stop); err != nil {
+		r.a.log.Warn("drain cut short", "app", r.name, "instance", inst.Spec().Name(), "err", err)
+	}
+	cancel()
+	<-stopped
 }
 
 // sameRun reports whether an instance already runs what s asks for, so a

@@ -123,12 +123,16 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, out *http.Request, err erro
 
 // modifyResponse is the ReverseProxy's ModifyResponse. It marks a switch
 // of protocols (WebSocket) and an event stream as long-lived, so a drain
-// waits for them only until UpgradedDrain.
+// waits for them only until UpgradedDrain, and follows a WebSocket's frames
+// so that the proxy can close it cleanly when it must (see wsFrames).
 func modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(attemptKey{}).(*attempt)
 	a.responded = true
 	if res.StatusCode == http.StatusSwitchingProtocols || eventStream(res.Header) {
 		a.f.promote()
+	}
+	if rwc, ok := res.Body.(io.ReadWriteCloser); ok && isWebSocket(res) {
+		res.Body = &wsFrames{ReadWriteCloser: rwc, retiring: a.f.b.retiring.Load}
 	}
 	return nil
 }

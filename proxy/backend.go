@@ -60,8 +60,11 @@ type backend struct {
 	long    map[*flight]struct{} // upgraded connections and event streams
 	changed chan struct{}        // closed and replaced when a request ends
 	cutLong bool                 // the drain's bound for long-lived ones is past
-	closed  bool                 // drained: no new connections
-	conns   map[*trackedConn]struct{}
+	// retiring is set when a drain starts: what ends now ends because the
+	// instance is being replaced (or the agent is exiting), not by a crash.
+	retiring atomic.Bool
+	closed   bool // drained: no new connections
+	conns    map[*trackedConn]struct{}
 }
 
 func newBackend(p *Proxy, addr string) *backend {
@@ -162,20 +165,26 @@ func (b *backend) inFlight() int {
 }
 
 // drain waits until b's requests have finished, cutting long-lived ones
-// after bound, then closes its connections. When ctx ends first it cuts the
+// after bound, then closes its connections. It calls quiet (which must be
+// idempotent) whenever only long-lived ones are left. When ctx ends first it cuts the
 // long-lived ones at once and returns ctx.Err(); the ordinary requests left
 // go on, and b's connections close as they finish.
-func (b *backend) drain(ctx context.Context, bound time.Duration) error {
+func (b *backend) drain(ctx context.Context, bound time.Duration, quiet func()) error {
+	b.retiring.Store(true)
 	cut := time.NewTimer(bound)
 	defer cut.Stop()
 	var err error
 	for err == nil {
 		b.mu.Lock()
-		done := b.active == 0 && len(b.long) == 0
+		short := b.active
+		done := short == 0 && len(b.long) == 0
 		changed := b.changed
 		b.mu.Unlock()
 		if done {
 			break
+		}
+		if short == 0 {
+			quiet()
 		}
 		select {
 		case <-changed:

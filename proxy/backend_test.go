@@ -385,3 +385,69 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 	}
 	waitFor(t, "the request to end", func() bool { return p.InFlight(b.addr) == 0 })
 }
+
+// TestRemoveThenQuiet: quiet runs once the ordinary requests are done and
+// only an upgraded connection is left, and the drain ends as soon as that
+// connection does, long before UpgradedDrain.
+func TestRemoveThenQuiet(t *testing.T) {
+	p, url := startProxy(t, Options{UpgradedDrain: time.Minute})
+	release := make(chan struct{})
+	b := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+			io.WriteString(w, "slow")
+			return
+		}
+		echoUpgrade(w, r)
+	})
+	p.Add(b.addr)
+	c, br := dialUpgrade(t, url)
+	roundTrip(t, c, br, "ping")
+	slow := make(chan error, 1)
+	go func() {
+		res, err := http.Get(url + "/slow")
+		if err == nil {
+			res.Body.Close()
+		}
+		slow <- err
+	}()
+	waitFor(t, "the slow request to reach the backend", func() bool { return p.InFlight(b.addr) == 2 })
+
+	var quiets atomic.Int32
+	quiet := make(chan struct{})
+	removed := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		removed <- p.RemoveThen(context.Background(), b.addr, func() {
+			if quiets.Add(1) == 1 {
+				close(quiet)
+			}
+		})
+	}()
+	waitFor(t, "the backend to leave rotation", func() bool { return len(p.Backends()) == 0 })
+	select {
+	case <-quiet:
+		t.Fatal("quiet ran while an ordinary request was in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("slow request: %v", err)
+	}
+	select {
+	case <-quiet:
+	case <-time.After(5 * time.Second):
+		t.Fatal("quiet did not run once only the upgraded connection was left")
+	}
+	roundTrip(t, c, br, "still carried") // quiet is no cut
+	c.Close()                            // what the app, asked to stop, makes its client do
+	if err := <-removed; err != nil {
+		t.Fatalf("RemoveThen: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("RemoveThen took %v: it waited for UpgradedDrain instead of the connection", d)
+	}
+	if n := quiets.Load(); n != 1 {
+		t.Errorf("quiet ran %d times, want 1", n)
+	}
+}

@@ -150,6 +150,22 @@ func (p *Proxy) Add(addr string) {
 // connections close as they finish. Removing an address that is not in
 // rotation waits for an earlier Remove of it that is still draining.
 func (p *Proxy) Remove(ctx context.Context, addr string) error {
+	return p.RemoveThen(ctx, addr, nil)
+}
+
+// RemoveThen is Remove that calls quiet, once, as soon as addr's ordinary
+// requests have finished while its upgraded connections and event streams
+// may still be open (or when ctx cuts the drain short). The caller can then
+// ask the instance to stop, so that it closes those itself (a WebSocket
+// close frame, a last event) within UpgradedDrain, instead of having them
+// cut. quiet may be nil.
+func (p *Proxy) RemoveThen(ctx context.Context, addr string, quiet func()) error {
+	var once sync.Once
+	if quiet == nil {
+		quiet = func() {}
+	}
+	quietOnce := func() { once.Do(quiet) }
+	defer quietOnce()
 	p.mu.Lock()
 	var gone []*backend
 	p.rotation = slices.DeleteFunc(p.rotation, func(b *backend) bool {
@@ -171,7 +187,7 @@ func (p *Proxy) Remove(ctx context.Context, addr string) error {
 	// can be after a drain cut short, so that InFlight still counts it.
 	var err error
 	for _, b := range gone {
-		if derr := b.drain(ctx, p.opt.UpgradedDrain); derr != nil {
+		if derr := b.drain(ctx, p.opt.UpgradedDrain, quietOnce); derr != nil {
 			err = derr
 		}
 	}
@@ -232,7 +248,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	// (upgraded) connections at all.
 	var wg sync.WaitGroup
 	for _, b := range bs {
-		wg.Go(func() { b.drain(ctx, p.opt.UpgradedDrain) })
+		wg.Go(func() { b.drain(ctx, p.opt.UpgradedDrain, func() {}) })
 	}
 	err := p.srv.Shutdown(ctx)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/state"
 )
 
 // nameRe is what host and group names may be.
@@ -63,27 +64,75 @@ func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, err
 	return d, err
 }
 
+// set sets (e.Release > 0) or removes app in d; it reports whether that
+// changed anything.
+func (d *hostDesired) set(app string, e desiredEntry) bool {
+	cur, ok := d.Apps[app]
+	if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
+		return false
+	}
+	if d.Apps == nil {
+		d.Apps = map[string]desiredEntry{}
+	}
+	if e.Release == 0 {
+		delete(d.Apps, app)
+	} else {
+		d.Apps[app] = e
+	}
+	return true
+}
+
 // setDesired sets (e.Release > 0) or removes app on host's desired state;
 // it reports whether that changed anything.
 func (s *Server) setDesired(ctx context.Context, host, app string, e desiredEntry) (bool, error) {
 	changed := false
 	_, err := update(ctx, s.st, prefixDesired+host, func(d *hostDesired, _ bool) error {
-		cur, ok := d.Apps[app]
-		if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
+		if !d.set(app, e) {
 			return errSkip
-		}
-		if d.Apps == nil {
-			d.Apps = map[string]desiredEntry{}
-		}
-		if e.Release == 0 {
-			delete(d.Apps, app)
-		} else {
-			d.Apps[app] = e
 		}
 		changed = true
 		return nil
 	})
 	return changed, err
+}
+
+// setDesiredMany is setDesired on many hosts, state.MaxSwaps of them per
+// transaction: a rollout's batch of a thousand hosts costs ten commits,
+// not a thousand, and each chunk changes all of its hosts or none.
+func (s *Server) setDesiredMany(ctx context.Context, hosts []string, app string, e desiredEntry) error {
+	for chunk := range slices.Chunk(hosts, state.MaxSwaps) {
+		for {
+			swaps := make([]state.Swap, 0, len(chunk))
+			for _, h := range chunk {
+				var d hostDesired
+				rev, err := s.getJSON(ctx, prefixDesired+h, &d)
+				if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
+					return err
+				}
+				if !d.set(app, e) {
+					continue
+				}
+				b, err := json.Marshal(d)
+				if err != nil {
+					return err
+				}
+				swaps = append(swaps, state.Swap{Key: prefixDesired + h, Rev: rev, Value: b})
+			}
+			if len(swaps) == 0 {
+				break
+			}
+			_, ok, err := s.st.CompareAndSwapMany(ctx, swaps)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			// A host's desired state changed meanwhile (a join, another
+			// app's rollout): read the chunk again.
+		}
+	}
+	return nil
 }
 
 // doc renders a host's desired state for its agent.

@@ -65,12 +65,14 @@ func (s *Server) succeed(ctx context.Context, rec *deployRecord) error {
 		if err != nil {
 			return err
 		}
+		var late []string // joined the group after the rollout began
 		for _, h := range hosts {
 			if _, ok := rec.Hosts[h.Name]; !ok {
-				if _, err := s.setDesired(ctx, h.Name, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256}); err != nil {
-					return err
-				}
+				late = append(late, h.Name)
 			}
+		}
+		if err := s.setDesiredMany(ctx, late, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256}); err != nil {
+			return err
 		}
 	}
 	if rec.Auto {

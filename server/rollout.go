@@ -239,10 +239,8 @@ func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
 			return err
 		}
 		since := time.Now().UTC()
-		for _, h := range hosts {
-			if _, err := s.setDesired(ctx, h, rec.App, target); err != nil {
-				return err
-			}
+		if err := s.setDesiredMany(ctx, hosts, rec.App, target); err != nil {
+			return err
 		}
 		if err := s.waitHealthy(ctx, rec, hosts, since); err != nil {
 			return err

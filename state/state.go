@@ -18,6 +18,18 @@ type KV struct {
 	Lease LeaseID
 }
 
+// Swap is one change in CompareAndSwapMany.
+type Swap struct {
+	Key   string
+	Rev   int64 // the mod revision the key must have; 0: it must not exist
+	Value []byte
+	Lease LeaseID
+}
+
+// MaxSwaps bounds one CompareAndSwapMany, below etcd's default limit of
+// 128 operations per transaction.
+const MaxSwaps = 100
+
 // Event types.
 const (
 	Put    = "put"
@@ -51,6 +63,14 @@ type Store interface {
 	// CompareAndSwap sets key only if its mod revision is rev (0: only if
 	// the key does not exist). ok is false, with no error, when it was not.
 	CompareAndSwap(ctx context.Context, key string, rev int64, value []byte, lease LeaseID) (newRev int64, ok bool, err error)
+	// CompareAndSwapMany applies every swap, or none when a key's mod
+	// revision is not its Rev (0: the key must not exist), in one
+	// transaction: a crash never leaves some applied. ok is false, with no
+	// error, when a compare failed. Every changed key's new mod revision
+	// is above the store revision before the call and at most newRev
+	// (etcd gives them all one revision, bolt one each). At most MaxSwaps
+	// swaps, each of a different key.
+	CompareAndSwapMany(ctx context.Context, swaps []Swap) (newRev int64, ok bool, err error)
 	// Delete removes key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 	// CompareAndDelete removes key only if its mod revision is rev.

@@ -128,12 +128,59 @@ func (e *env) versions(ctx context.Context, mode string) (*builtApp, error) {
 	return e.built[mode], nil
 }
 
-// badEnv is the switch that makes upgrade k (1-based) a bad release.
-func badEnv(on bool, k int) string {
+// badEnv is the switch that makes upgrade k (1-based) a bad release in
+// mode. Handoff gets no SIGTERM-ignoring release: an app that shares the
+// listening socket and ignores SIGTERM goes on accepting from it until
+// SIGKILL, which then cuts what it holds, and no supervisor can stop that
+// (only the app can stop accepting). The proxy can, and gets all three.
+func badEnv(on bool, mode string, k int) string {
 	if !on || k%4 != 0 {
 		return ""
 	}
-	return []string{"HELLO_CRASH", "HELLO_NOT_READY", "HELLO_IGNORE_TERM"}[(k/4-1)%3]
+	bad := []string{"HELLO_CRASH", "HELLO_NOT_READY", "HELLO_IGNORE_TERM"}
+	if mode == "handoff" {
+		bad = bad[:2]
+	}
+	return bad[(k/4-1)%len(bad)]
+}
+
+// selfUpgradeAt reports whether the agent upgrades itself before upgrade
+// k: n times, spread evenly over the run.
+func selfUpgradeAt(k, upgrades, n int) bool {
+	for i := 1; i <= n; i++ {
+		if k == i*upgrades/(n+1) && k > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// selfUpgrade runs `ferry agent upgrade` and returns the new agent's pid.
+func (e *env) selfUpgrade(ctx context.Context, root string, pid int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, e.ferry, "agent", "upgrade", "--root", root).CombinedOutput()
+	if err != nil {
+		return pid, fmt.Errorf("ferry agent upgrade: %v: %s", err, out)
+	}
+	st, err := e.status(ctx, root)
+	if err != nil {
+		return pid, err
+	}
+	if st.Agent == pid || st.Agent == 0 {
+		return pid, fmt.Errorf("ferry agent upgrade said %q but the agent's pid is still %d", strings.TrimSpace(string(out)), st.Agent)
+	}
+	return st.Agent, nil
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return !strings.HasPrefix(rest, "Z")
 }
 
 // writeDesired replaces the desired-state file atomically.
@@ -151,7 +198,8 @@ func writeDesired(path string, a *artifactRef, bad string, scale int) error {
 
 // agentStatus is the part of `ferry agent status -o json` the harness reads.
 type agentStatus struct {
-	Apps map[string]struct {
+	Agent int `json:"agent_pid"`
+	Apps  map[string]struct {
 		Release  string `json:"release"`
 		Label    string `json:"label"`
 		SHA256   string `json:"sha256"`
@@ -262,6 +310,7 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 	}
 	agentDone := make(chan struct{})
 	go func() { agent.Wait(); close(agentDone) }()
+	agentPid := agent.Process.Pid
 	defer func() {
 		// Stop the app first (the agent leaves apps running when it
 		// stops), then the agent; whatever is left is a leak.
@@ -273,13 +322,27 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 			}
 		}
 		r.Leaked = leaked(root)
-		agent.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-agentDone:
-		case <-time.After(10 * time.Second):
-			agent.Process.Kill()
+		if agentPid == agent.Process.Pid {
+			agent.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-agentDone:
+			case <-time.After(10 * time.Second):
+				agent.Process.Kill()
+				<-agentDone
+				r.Errors = append(r.Errors, "the agent ignored SIGTERM for 10s")
+			}
+		} else {
+			// An upgraded agent is no child of the harness.
+			syscall.Kill(agentPid, syscall.SIGTERM)
+			deadline := time.Now().Add(10 * time.Second)
+			for alive(agentPid) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if alive(agentPid) {
+				syscall.Kill(agentPid, syscall.SIGKILL)
+				r.Errors = append(r.Errors, "the upgraded agent ignored SIGTERM for 10s")
+			}
 			<-agentDone
-			r.Errors = append(r.Errors, "the agent ignored SIGTERM for 10s")
 		}
 		killLeaks(r.Leaked)
 		if len(r.Errors) > 0 {
@@ -297,8 +360,17 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 	l := startLoad(ctx, e.loadConfig(port))
 	time.Sleep(time.Second)
 	for k := 1; k <= e.cfg.Upgrades && ctx.Err() == nil; k++ {
+		if selfUpgradeAt(k, e.cfg.Upgrades, e.cfg.AgentUpgrades) {
+			t0 := time.Now()
+			before := agentPid
+			if agentPid, err = e.selfUpgrade(ctx, root, agentPid); err != nil {
+				r.Errors = append(r.Errors, err.Error())
+				break
+			}
+			r.AgentUpgrades = append(r.AgentUpgrades, fmt.Sprintf("pid %d → %d in %.2f s", before, agentPid, time.Since(t0).Seconds()))
+		}
 		a := arts[k]
-		bad := badEnv(e.cfg.Bad, k)
+		bad := badEnv(e.cfg.Bad, mode, k)
 		t0 := time.Now()
 		u := Upgrade{Version: a.Version, Bad: bad}
 		if err := writeDesired(desired, &a, bad, e.cfg.Scale); err != nil {
@@ -324,7 +396,7 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 	time.Sleep(time.Second)
 	finish(r, l)
 	time.Sleep(500 * time.Millisecond) // the agent's proxy sees the clients' conns close
-	r.FDsAfter = countFDs(agent.Process.Pid)
+	r.FDsAfter = countFDs(agentPid)
 	return r
 }
 

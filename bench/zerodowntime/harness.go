@@ -50,10 +50,12 @@ type Run struct {
 	Leaked    []string       `json:"leaked_processes,omitempty"`
 	FDsBefore int            `json:"agent_fds_before,omitempty"`
 	FDsAfter  int            `json:"agent_fds_after,omitempty"`
-	LoadSecs  float64        `json:"load_seconds"`
-	Errors    []string       `json:"errors,omitempty"` // the harness could not do what it meant to
-	Verdict   string         `json:"verdict"`
-	Why       []string       `json:"why,omitempty"`
+	// AgentUpgrades are the agent's own upgrades during the run.
+	AgentUpgrades []string `json:"agent_upgrades,omitempty"`
+	LoadSecs      float64  `json:"load_seconds"`
+	Errors        []string `json:"errors,omitempty"` // the harness could not do what it meant to
+	Verdict       string   `json:"verdict"`
+	Why           []string `json:"why,omitempty"`
 }
 
 // Upgrade is one step of a run.

@@ -14,11 +14,14 @@ import (
 	"net/textproto"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/websocket"
 )
 
 // Outcome classes. Every request ends in exactly one.
@@ -80,9 +83,13 @@ const (
 	cliH2CPost = "h2c-post"
 	cliSlow    = "slow-get"
 	cliRawTCP  = "raw-tcp"
+	cliWS      = "websocket"
 )
 
-var clientNames = []string{cliGetKA, cliPostKA, cliGetNew, cliH2CPost, cliSlow, cliRawTCP}
+var clientNames = []string{cliGetKA, cliPostKA, cliGetNew, cliH2CPost, cliSlow, cliRawTCP, cliWS}
+
+// wsPace is the pause between the WebSocket client's messages.
+const wsPace = 5 * time.Millisecond
 
 // postBody is what the POST clients send; hello answers POST / with its length.
 var postBody = bytes.Repeat([]byte("ferry"), 100)
@@ -165,11 +172,19 @@ func newClients(cfg loadConfig) map[string]*client {
 			if err != nil {
 				return 0, "", 0, err
 			}
-			if method == http.MethodPost {
-				// No retries: net/http retries a failed request on a reused
-				// conn only when it can replay the body (GetBody) and the
-				// method is idempotent or an Idempotency-Key is set. A POST
-				// with GetBody nil is never replayed; attempts proves it.
+			if method == http.MethodPost && t != h2t {
+				// No retries: net/http retries a failed HTTP/1 request on
+				// a reused conn only when it can replay the body (GetBody)
+				// and the method is idempotent or an Idempotency-Key is
+				// set. A POST with GetBody nil is never replayed; attempts
+				// proves it.
+				//
+				// The HTTP/2 POST keeps its GetBody: over HTTP/2 the
+				// transport replays a request only when the server proved
+				// it never processed it (a GOAWAY whose last stream is
+				// below the request's, or REFUSED_STREAM), whatever the
+				// method, as browsers do. That is how a draining HTTP/2
+				// server hands its clients over, and what a GOAWAY is for.
 				req.Body = io.NopCloser(bytes.NewReader(postBody))
 				req.GetBody = nil
 				req.ContentLength = int64(len(postBody))
@@ -191,6 +206,7 @@ func newClients(cfg loadConfig) map[string]*client {
 		cliSlow:    {do: httpDo(slowT, http.MethodGet, fmt.Sprintf("/slow?ms=%d", cfg.SlowMS)), idle: slowT.CloseIdleConnections},
 		cliRawTCP:  {do: rawDo(cfg.Addr), idle: func() {}},
 	}
+	cs[cliWS] = wsClient(cfg.Addr)
 	for n, c := range cs {
 		c.name = n
 	}
@@ -230,6 +246,75 @@ func rawDo(addr string) func(context.Context) (int, string, int, error) {
 		_, err = io.Copy(io.Discard, r)
 		return status, h.Get("X-Release"), 1, err
 	}
+}
+
+// wsClient keeps one WebSocket to /ws open and sends one numbered message
+// per request, expecting "<release> <message>" back. A server going away
+// says so with a close frame, 1001 (going away: hello's own) or 1012
+// (service restart: ferry's proxy, when it must end one the app did not
+// close): the client then reconnects and resends (a retry, as the message
+// was never answered). Any other close code is a failure. A connection lost without
+// a close frame is a failure, as it would be for a browser's WebSocket.
+func wsClient(addr string) *client {
+	var (
+		mu sync.Mutex
+		c  *websocket.Conn
+		n  int
+	)
+	drop := func() {
+		if c != nil {
+			c.CloseNow()
+			c = nil
+		}
+	}
+	do := func(ctx context.Context) (int, string, int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts := 1
+		for {
+			if c == nil {
+				nc, err := websocket.Dial(ctx, "ws://"+addr+"/ws")
+				if err != nil {
+					return 0, "", attempts, err
+				}
+				c = nc
+			}
+			n++
+			msg := strconv.Itoa(n)
+			if dl, ok := ctx.Deadline(); ok {
+				c.NetConn().SetDeadline(dl)
+			}
+			err := c.Write([]byte(msg))
+			var reply []byte
+			if err == nil {
+				reply, err = c.Read()
+			}
+			if err == nil {
+				release, echoed, _ := strings.Cut(string(reply), " ")
+				if echoed != msg {
+					drop()
+					return 0, "", attempts, fmt.Errorf("websocket: sent %q, got %q back", msg, reply)
+				}
+				return http.StatusOK, release, attempts, nil
+			}
+			drop()
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && (ce.Code == websocket.CloseGoingAway || ce.Code == websocket.CloseServiceRestart) && attempts < 3 {
+				attempts++
+				continue
+			}
+			return 0, "", attempts, err
+		}
+	}
+	idle := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if c != nil {
+			c.Close(websocket.CloseNormal, "")
+		}
+		drop()
+	}
+	return &client{do: do, idle: idle}
 }
 
 // preflight finds the clients the target supports: each gets three tries
@@ -283,7 +368,7 @@ func startLoad(ctx context.Context, cfg loadConfig) *load {
 		st := l.stats[n]
 		st.Supported = unsupported[n] == ""
 		st.Unsupported = unsupported[n]
-		if st.Supported && n != cliSlow {
+		if st.Supported && n != cliSlow && n != cliWS {
 			fast = append(fast, n)
 		}
 	}
@@ -338,6 +423,16 @@ func startLoad(ctx context.Context, cfg loadConfig) *load {
 	for k := 0; k < cfg.Workers; k++ {
 		l.wg.Add(1)
 		go worker(fast, k)
+	}
+	if l.stats[cliWS].Supported {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				l.one(cliWS, false)
+				time.Sleep(wsPace)
+			}
+		}()
 	}
 	if l.stats[cliSlow].Supported {
 		for k := 0; k < cfg.SlowWorkers; k++ {

@@ -26,6 +26,7 @@ type config struct {
 	Ferry, Kamal    string
 	Modes, Controls []string
 	Upgrades, Scale int
+	AgentUpgrades   int
 	Runs            int
 	Bad             bool
 	Load            loadConfig
@@ -51,6 +52,7 @@ func main() {
 	flag.StringVar(&modes, "mode", "proxy", "agent upgrade modes to run, comma-separated: proxy, handoff, stop-start; empty for none")
 	flag.StringVar(&controls, "control", "", "controls to run, comma-separated: reuseport, kamal, direct")
 	flag.IntVar(&cfg.Upgrades, "upgrades", 100, "upgrades per run")
+	flag.IntVar(&cfg.AgentUpgrades, "agent-upgrades", 2, "times the agent upgrades itself (ferry agent upgrade) during each agent run")
 	flag.IntVar(&cfg.Scale, "scale", 1, "instances of the web process (agent modes)")
 	flag.IntVar(&cfg.Runs, "runs", 3, "runs per subject")
 	flag.BoolVar(&cfg.Bad, "bad", false, "make every 4th upgrade a bad release: crashes at boot, never ready, or ignores SIGTERM (in turn)")

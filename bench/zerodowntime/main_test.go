@@ -155,12 +155,13 @@ func TestPOSTIsNotRetried(t *testing.T) {
 	}
 }
 
-// TestSmoke runs the harness for real, 5 upgrades per subject: the
-// agent's proxy mode must lose nothing, while its stop-start mode (the
+// TestSmoke runs the harness for real, 5 upgrades per subject (the 4th a
+// release that crashes at boot) and one agent self-upgrade: the agent's
+// proxy and handoff modes must lose nothing, while its stop-start mode (the
 // negative control) must be seen failing; in each, the tallies must add
-// up. Left out: handoff, which loses the odd h2c POST to the app's GOAWAY
-// (see BENCHMARKS.md), and the reuseport control, which loses ~2 requests
-// per upgrade on average: 5 upgrades would show either only sometimes.
+// up and the WebSocket client must have been answered. Left out: the
+// reuseport control, which loses ~2 requests per upgrade on average, so 5
+// upgrades would show it failing only sometimes.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the agent through 5 upgrades per mode under load (~45s)")
@@ -168,8 +169,10 @@ func TestSmoke(t *testing.T) {
 	need(t)
 	cfg := config{
 		Ferry:         os.Getenv("ZERODOWNTIME_FERRY"), // default: build ./cmd/ferry
-		Modes:         []string{"proxy", "stop-start"},
+		Modes:         []string{"proxy", "handoff", "stop-start"},
 		Upgrades:      5,
+		AgentUpgrades: 1,
+		Bad:           true,
 		Scale:         1,
 		Runs:          1,
 		Load:          loadConfig{Rate: 200, Workers: 2, SlowWorkers: 2, SlowMS: 1500, Timeout: 5 * time.Second},
@@ -214,6 +217,12 @@ func TestSmoke(t *testing.T) {
 			}
 			if strings.HasPrefix(s.Name, "agent") && (r.FDsBefore <= 0 || r.FDsAfter <= 0) {
 				t.Errorf("%s: agent fds %d → %d not measured", s.Name, r.FDsBefore, r.FDsAfter)
+			}
+			if strings.HasPrefix(s.Name, "agent") && len(r.AgentUpgrades) != cfg.AgentUpgrades {
+				t.Errorf("%s: agent upgraded itself %d times, want %d", s.Name, len(r.AgentUpgrades), cfg.AgentUpgrades)
+			}
+			if ws := r.Clients[cliWS]; ws == nil || !ws.Supported || ws.Classes[classOK] == 0 {
+				t.Errorf("%s: the WebSocket client was not answered: %+v", s.Name, ws)
 			}
 		}
 	}

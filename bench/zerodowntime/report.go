@@ -121,6 +121,9 @@ func writeRun(w io.Writer, n int, r *Run) {
 	if r.FDsBefore != 0 || r.FDsAfter != 0 {
 		fmt.Fprintf(w, "; agent fds %d → %d", r.FDsBefore, r.FDsAfter)
 	}
+	if len(r.AgentUpgrades) > 0 {
+		fmt.Fprintf(w, "; agent upgraded itself %d times (%s)", len(r.AgentUpgrades), strings.Join(r.AgentUpgrades, ", "))
+	}
 	fmt.Fprintf(w, "; leaked processes: %d\n\n", len(r.Leaked))
 	fmt.Fprintln(w, "| client | requests | "+strings.Join(classes, " | ")+" | open loop: failed / sent | retried | versions | p50 ms | p99 ms | max ms |")
 	fmt.Fprintln(w, "|---|--:|"+strings.Repeat("--:|", len(classes))+"--:|--:|--:|--:|--:|--:|")

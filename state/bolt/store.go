@@ -223,6 +223,49 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, rev int64, value
 	return newRev, true, nil
 }
 
+// CompareAndSwapMany applies every swap in one transaction, or none.
+func (s *Store) CompareAndSwapMany(ctx context.Context, swaps []state.Swap) (int64, bool, error) {
+	if err := checkSwaps(swaps); err != nil {
+		return 0, false, err
+	}
+	swapped := false
+	newRev, err := s.update(ctx, func(t *txn) error {
+		for _, sw := range swaps {
+			if r, ok := t.get(sw.Key); (ok && r.rev != sw.Rev) || (!ok && sw.Rev != 0) {
+				return nil
+			}
+		}
+		for _, sw := range swaps {
+			if err := t.put(sw.Key, sw.Value, sw.Lease); err != nil {
+				return err
+			}
+		}
+		swapped = true
+		return nil
+	})
+	if err != nil || !swapped {
+		return 0, false, err
+	}
+	return newRev, true, nil
+}
+
+func checkSwaps(swaps []state.Swap) error {
+	if len(swaps) > state.MaxSwaps {
+		return ferry.Errorf(ferry.EINVALID, "%d swaps in one transaction: the limit is %d", len(swaps), state.MaxSwaps)
+	}
+	seen := make(map[string]bool, len(swaps))
+	for _, sw := range swaps {
+		if err := checkKey(sw.Key); err != nil {
+			return err
+		}
+		if seen[sw.Key] {
+			return ferry.Errorf(ferry.EINVALID, "key %q twice in one transaction", sw.Key)
+		}
+		seen[sw.Key] = true
+	}
+	return nil
+}
+
 // Delete removes key; a missing key is not an error and changes nothing.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	_, err := s.update(ctx, func(t *txn) error {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferrydeploy/ferry/state"
 )
@@ -165,6 +166,84 @@ func testCompareAndSwap(t *testing.T, s state.Store) {
 	wantValue(t, mustGet(t, s, "lock"), "lock", "b", rev2)
 	if cur := mustRev(t, s); cur != rev2 {
 		t.Fatalf("Rev = %d after CAS returned %d", cur, rev2)
+	}
+}
+
+// testCompareAndSwapMany: all or nothing, new revisions within the call's
+// range, a watcher sees every change, and bad batches are refused.
+func testCompareAndSwapMany(t *testing.T, s state.Store) {
+	ctx := t.Context()
+	revA := mustPut(t, s, "many/a", "a1", 0)
+	revB := mustPut(t, s, "many/b", "b1", 0)
+	w, err := s.Watch(ctx, "many/", revB)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// One stale compare: nothing changes, not even the revision.
+	_, ok, err := s.CompareAndSwapMany(ctx, []state.Swap{
+		{Key: "many/a", Rev: revA, Value: []byte("a2")},
+		{Key: "many/b", Rev: revA, Value: []byte("b2")},
+		{Key: "many/c", Rev: 0, Value: []byte("c1")},
+	})
+	if err != nil || ok {
+		t.Fatalf("CompareAndSwapMany with one stale revision: ok=%v err=%v, want false and no error", ok, err)
+	}
+	if cur := mustRev(t, s); cur != revB {
+		t.Fatalf("a failed CompareAndSwapMany moved the revision from %d to %d", revB, cur)
+	}
+	wantValue(t, mustGet(t, s, "many/a"), "many/a", "a1", revA)
+	wantMissing(t, s, "many/c")
+
+	before := mustRev(t, s)
+	newRev, ok, err := s.CompareAndSwapMany(ctx, []state.Swap{
+		{Key: "many/a", Rev: revA, Value: []byte("a2")},
+		{Key: "many/b", Rev: revB, Value: []byte("b2")},
+		{Key: "many/c", Rev: 0, Value: []byte("c1")},
+	})
+	if err != nil || !ok {
+		t.Fatalf("CompareAndSwapMany: ok=%v err=%v", ok, err)
+	}
+	if cur := mustRev(t, s); cur != newRev {
+		t.Fatalf("Rev = %d after CompareAndSwapMany returned %d", cur, newRev)
+	}
+	seen := map[string]bool{}
+	for _, k := range []string{"a", "b", "c"} {
+		kv := mustGet(t, s, "many/"+k)
+		if string(kv.Value) != k+map[string]string{"a": "2", "b": "2", "c": "1"}[k] || kv.Rev <= before || kv.Rev > newRev {
+			t.Fatalf("many/%s = %q at rev %d, want the new value at a revision in (%d, %d]", k, kv.Value, kv.Rev, before, newRev)
+		}
+	}
+	for len(seen) < 3 {
+		select {
+		case ev, open := <-w.C:
+			if !open {
+				t.Fatalf("watch ended: %v", w.Err())
+			}
+			if ev.Type != state.Put || ev.KV.Rev <= before || ev.KV.Rev > newRev || seen[ev.KV.Key] {
+				t.Fatalf("watch event %+v: want each key's put once, at a revision in (%d, %d]", ev, before, newRev)
+			}
+			seen[ev.KV.Key] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("watch saw %v of the 3 changes", seen)
+		}
+	}
+
+	too := make([]state.Swap, state.MaxSwaps+1)
+	for i := range too {
+		too[i] = state.Swap{Key: fmt.Sprintf("many/big/%d", i), Value: []byte("x")}
+	}
+	for name, swaps := range map[string][]state.Swap{
+		"over MaxSwaps": too,
+		"a key twice":   {{Key: "many/d", Value: []byte("1")}, {Key: "many/d", Value: []byte("2")}},
+		"an empty key":  {{Key: "", Value: []byte("1")}},
+	} {
+		if _, ok, err := s.CompareAndSwapMany(ctx, swaps); err == nil || ok {
+			t.Errorf("CompareAndSwapMany with %s: ok=%v err=%v, want an error", name, ok, err)
+		}
+	}
+	if cur := mustRev(t, s); cur != newRev {
+		t.Fatalf("refused batches moved the revision from %d to %d", newRev, cur)
 	}
 }
 

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) state.Store) {
 		{"Revisions", testRevisions},
 		{"List", testList},
 		{"CompareAndSwap", testCompareAndSwap},
+		{"CompareAndSwapMany", testCompareAndSwapMany},
 		{"CompareAndDelete", testCompareAndDelete},
 		{"ConcurrentCAS", testConcurrentCAS},
 		{"WatchHistory", testWatchHistory},

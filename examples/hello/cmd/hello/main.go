@@ -5,6 +5,9 @@
 // Besides GET /, it answers POST / with the length of the body it read, and
 // /slow?ms=N after N milliseconds: the zero-downtime benchmark uses them for
 // requests that are not idempotent and requests that outlast an upgrade.
+// /ws is a WebSocket that answers each message with "<release> <message>";
+// when hello shuts down it closes them with 1001 (going away), so a client
+// knows to reconnect rather than seeing its connection cut.
 //
 // Three variables make it a bad release on purpose, for tests and the
 // benchmark: HELLO_CRASH=1 exits 1 at boot; HELLO_NOT_READY=1 listens but
@@ -42,10 +45,14 @@ func main() {
 	}
 	notReady := os.Getenv("HELLO_NOT_READY") == "1"
 
-	srv := &graceful.Server{HTTP: &http.Server{
-		Handler:           handler(release, notReady),
-		ReadHeaderTimeout: 10 * time.Second,
-	}}
+	sockets := newWebSockets(release)
+	srv := &graceful.Server{
+		HTTP: &http.Server{
+			Handler:           handler(release, notReady, sockets),
+			ReadHeaderTimeout: 10 * time.Second,
+		},
+		OnShutdown: []func(context.Context){sockets.shutdown},
+	}
 	if notReady {
 		srv.Ready = make(chan struct{}) // never closed
 	}
@@ -60,8 +67,9 @@ func main() {
 	}
 }
 
-func handler(release string, notReady bool) http.Handler {
+func handler(release string, notReady bool, sockets *webSockets) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/ws", sockets)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if notReady {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
