@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -207,13 +208,13 @@ func (e *env) runReuseport(ctx context.Context, s *Subject, i int) *Run {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(e.work, fmt.Sprintf("reuseport-%d", i))
 	os.MkdirAll(dir, 0o755)
-	start := func(v string) (*proc, error) {
+	start := func(v, _ string) (*proc, error) {
 		cmd := exec.Command(self)
 		cmd.Env = append(os.Environ(), envServe+"="+addr, envRelease+"="+v)
 		return startProc(cmd, filepath.Join(dir, v+".log"), readyLine)
 	}
 	s.Note = "two copies of a plain net/http server (this binary, re-executed) with SO_REUSEPORT on one port; old one SIGTERMed (Shutdown) once the new one listens"
-	return e.swaps(ctx, r, port, fmt.Sprintf("r%d", i), "swapped", start)
+	return e.swaps(ctx, r, port, fmt.Sprintf("r%d", i), "swapped", false, start)
 }
 
 // startHello runs the hello binary on port as release v.
@@ -222,6 +223,18 @@ func (e *env) startHello(dir string, port int, v string) (*proc, error) {
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "FERRY_RELEASE="+v)
 	return startProc(cmd, filepath.Join(dir, v+".log"), healthy("127.0.0.1:"+strconv.Itoa(port)))
 }
+
+// startBadHello starts hello made bad by the variable bad (HELLO_CRASH
+// etc.), without waiting for it: whoever deploys it must find out.
+func (e *env) startBadHello(dir string, port int, v, bad string) (*proc, error) {
+	cmd := exec.Command(e.hello)
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "FERRY_RELEASE="+v, bad+"=1")
+	return startProc(cmd, filepath.Join(dir, v+".log"), func(*bufio.Reader) error { return nil })
+}
+
+// errRejected is what a control's start returns for a bad release its
+// tool refused to switch to; the old one goes on serving.
+var errRejected = errors.New("rejected")
 
 // runDirect is the latency baseline: one hello, no proxy, no upgrades.
 func (e *env) runDirect(ctx context.Context, s *Subject, i int) *Run {
@@ -297,57 +310,75 @@ func (e *env) runKamal(ctx context.Context, s *Subject, i int) *Run {
 	s.Note = "kamal-proxy v0.9.2 in front of two hello processes: start new on a new port, `kamal-proxy deploy --target`, SIGTERM old"
 	deploy := func(target int) error {
 		c := exec.CommandContext(ctx, e.cfg.Kamal, "deploy", "hello", "--target", "127.0.0.1:"+strconv.Itoa(target),
-			"--health-check-path", "/healthz", "--health-check-interval", "100ms", "--deploy-timeout", "30s", "--drain-timeout", "10s")
+			"--health-check-path", "/healthz", "--health-check-interval", "100ms", "--deploy-timeout", e.cfg.HealthTimeout.String(), "--drain-timeout", "10s")
 		c.Env = kenv
 		if b, err := c.CombinedOutput(); err != nil {
 			return fmt.Errorf("kamal-proxy deploy: %v: %s", err, b)
 		}
 		return nil
 	}
-	start := func(v string) (*proc, error) {
+	start := func(v, bad string) (*proc, error) {
 		p, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		h, err := e.startHello(dir, p, v)
+		var h *proc
+		if bad == "" {
+			h, err = e.startHello(dir, p, v)
+		} else {
+			h, err = e.startBadHello(dir, p, v, bad)
+		}
 		if err != nil {
 			return nil, err
 		}
 		if err := deploy(p); err != nil {
-			h.stop(15 * time.Second)
+			h.stop(time.Second)
+			if bad != "" {
+				return nil, errRejected
+			}
 			return nil, err
 		}
 		return h, nil
 	}
-	return e.swaps(ctx, r, port, fmt.Sprintf("kamal%d", i), "deployed", start)
+	return e.swaps(ctx, r, port, fmt.Sprintf("kamal%d", i), "deployed", e.cfg.Bad, start)
 }
 
 // swaps is the controls' upgrade loop: under load, it starts version
 // prefix-v(k+1) with start and then stops the one before, Upgrades times.
-func (e *env) swaps(ctx context.Context, r *Run, port int, prefix, outcome string, start func(string) (*proc, error)) *Run {
+// With bad, every 4th version is a bad release as in the agent runs
+// (proxy's rotation): start must return errRejected when its tool refused
+// to switch to it.
+func (e *env) swaps(ctx context.Context, r *Run, port int, prefix, outcome string, bad bool, start func(v, bad string) (*proc, error)) *Run {
 	v := prefix + "-v1"
-	cur, err := start(v)
+	cur, err := start(v, "")
 	if err != nil {
 		r.Errors = append(r.Errors, err.Error())
 		return r
 	}
+	curBad := ""
 	r.Expected = append(r.Expected, v)
 	l := startLoad(ctx, e.loadConfig(port))
 	time.Sleep(time.Second)
 	for k := 1; k <= e.cfg.Upgrades && ctx.Err() == nil; k++ {
 		v := fmt.Sprintf("%s-v%d", prefix, k+1)
+		b := badEnv(bad, "proxy", k)
 		t0 := time.Now()
-		next, err := start(v)
+		next, err := start(v, b)
+		if errors.Is(err, errRejected) {
+			r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Bad: b, Outcome: "rejected", Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
+			time.Sleep(spacing(e.rng, e.cfg.SpacingMin, e.cfg.SpacingMax))
+			continue
+		}
 		if err != nil {
 			r.Errors = append(r.Errors, err.Error())
 			break
 		}
-		if err := cur.stop(15 * time.Second); err != nil {
+		if err := cur.stop(15 * time.Second); err != nil && curBad != "HELLO_IGNORE_TERM" {
 			r.Errors = append(r.Errors, err.Error())
 		}
-		cur = next
+		cur, curBad = next, b
 		r.Expected = append(r.Expected, v)
-		r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Outcome: outcome, Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
+		r.Upgrades = append(r.Upgrades, Upgrade{Version: v, Bad: b, Outcome: outcome, Secs: time.Since(t0).Round(time.Millisecond).Seconds()})
 		time.Sleep(spacing(e.rng, e.cfg.SpacingMin, e.cfg.SpacingMax))
 	}
 	time.Sleep(time.Second)
