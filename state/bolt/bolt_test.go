@@ -98,3 +98,37 @@ func TestLocked(t *testing.T) {
 		t.Fatal("second Open of a locked file succeeded")
 	}
 }
+
+// TestRenewedLeaseSurvivesRestart: renewals live in memory but reach the
+// file, so a lease renewed past its first deadline is still alive after a
+// Close and Open within its ttl.
+func TestRenewedLeaseSurvivesRestart(t *testing.T) {
+	const ttl = 400 * time.Millisecond
+	dir := t.TempDir()
+	s := open(t, dir, bolt.Options{})
+	ctx := t.Context()
+	id, err := s.Grant(ctx, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, "held", []byte("x"), id); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 { // 5 × 150 ms: well past the first deadline
+		time.Sleep(150 * time.Millisecond)
+		if err := s.KeepAlive(ctx, id); err != nil {
+			t.Fatalf("KeepAlive: %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, bolt.Options{})
+	defer s.Close()
+	if err := s.KeepAlive(ctx, id); err != nil {
+		t.Fatalf("KeepAlive after a restart within the ttl: %v", err)
+	}
+	if _, err := s.Get(ctx, "held"); err != nil {
+		t.Fatalf("the renewed lease's key is gone after a restart: %v", err)
+	}
+}

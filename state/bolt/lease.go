@@ -6,11 +6,48 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/state"
+	"go.etcd.io/bbolt"
 )
 
 // maxExpiryWait bounds the expiry loop's sleep, so that a wall clock that
-// jumps forward is noticed.
+// jumps forward is noticed and renewals reach the file within a second.
 const maxExpiryWait = time.Second
+
+// Leases live in memory, as etcd keeps them: KeepAlive moves a deadline in
+// memory and takes no write transaction, so a renewal never queues behind
+// other writers' fsyncs — a busy store must not let the lease of a live
+// holder expire. The expiry loop writes changed deadlines to the file at
+// least every maxExpiryWait, so that after a restart a lease whose time
+// passed while the store was closed is expired.
+type memLease struct {
+	ttl       time.Duration
+	deadline  time.Time // the live one
+	persisted time.Time // the one in the file
+}
+
+// loadLeases fills the table from the file, at Open.
+func (s *Store) loadLeases(tx *bbolt.Tx) error {
+	return tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
+		l := decodeLease(v)
+		s.leases[state.LeaseID(i64(k))] = &memLease{ttl: l.ttl, deadline: l.deadline, persisted: l.deadline}
+		return nil
+	})
+}
+
+// liveLease reports whether lease id exists and its time has not passed; an
+// expired lease the expiry loop has not collected yet counts as gone.
+func (s *Store) liveLease(id state.LeaseID, now time.Time) error {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	l, ok := s.leases[id]
+	if !ok {
+		return ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
+	}
+	if !now.Before(l.deadline) {
+		return ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
+	}
+	return nil
+}
 
 // Grant creates a lease that expires ttl after its last KeepAlive. Lease IDs
 // count up from 1 and are never reused.
@@ -19,18 +56,22 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration) (state.LeaseID, er
 		return 0, ferry.Errorf(ferry.EINVALID, "lease ttl %s: want more than 0", ttl)
 	}
 	var id state.LeaseID
+	var l lease
 	_, err := s.update(ctx, func(t *txn) error {
 		id = state.LeaseID(getInt(t.tx, metaLease) + 1)
 		if err := putInt(t.tx, metaLease, int64(id)); err != nil {
 			return err
 		}
 		t.dirty = true
-		l := lease{ttl: ttl, deadline: time.Now().Add(ttl)}
+		l = lease{ttl: ttl, deadline: time.Now().Add(ttl)}
 		return t.tx.Bucket(bucketLeases).Put(u64(int64(id)), encodeLease(l))
 	})
 	if err != nil {
 		return 0, err
 	}
+	s.lmu.Lock()
+	s.leases[id] = &memLease{ttl: ttl, deadline: l.deadline, persisted: l.deadline}
+	s.lmu.Unlock()
 	// The new lease may expire before the one the loop sleeps for.
 	select {
 	case s.nudge <- struct{}{}:
@@ -39,19 +80,29 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration) (state.LeaseID, er
 	return id, nil
 }
 
-// KeepAlive renews lease id for its ttl from now.
+// KeepAlive renews lease id for its ttl from now, in memory.
 func (s *Store) KeepAlive(ctx context.Context, id state.LeaseID) error {
-	_, err := s.update(ctx, func(t *txn) error {
-		now := time.Now()
-		l, err := t.liveLease(id, now)
-		if err != nil {
-			return err
-		}
-		t.dirty = true
-		l.deadline = now.Add(l.ttl)
-		return t.tx.Bucket(bucketLeases).Put(u64(int64(id)), encodeLease(l))
-	})
-	return err
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errClosed
+	}
+	now := time.Now()
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	l, ok := s.leases[id]
+	if !ok {
+		return ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
+	}
+	if !now.Before(l.deadline) {
+		return ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
+	}
+	l.deadline = now.Add(l.ttl)
+	return nil
 }
 
 // Revoke ends lease id now, deleting its keys. An unknown lease returns an
@@ -63,11 +114,17 @@ func (s *Store) Revoke(ctx context.Context, id state.LeaseID) error {
 		}
 		return t.revoke(id)
 	})
+	if err == nil {
+		s.lmu.Lock()
+		delete(s.leases, id)
+		s.lmu.Unlock()
+	}
 	return err
 }
 
-// expireLoop revokes leases whose deadline passed, sleeping until the next
-// deadline, a Grant, or Close.
+// expireLoop revokes leases whose deadline passed and writes renewed
+// deadlines to the file, sleeping until the next deadline, a Grant, or
+// Close, and at most maxExpiryWait.
 func (s *Store) expireLoop() {
 	defer s.wg.Done()
 	timer := time.NewTimer(0)
@@ -92,31 +149,63 @@ func (s *Store) expireLoop() {
 	}
 }
 
-// expire revokes every lease past its deadline in one transaction and
-// returns how long until the next deadline.
+// expire revokes every lease past its deadline and stores the renewed
+// deadlines, in one transaction, and returns how long until the next
+// deadline.
 func (s *Store) expire() (time.Duration, error) {
 	wait := maxExpiryWait
-	_, err := s.update(context.Background(), func(t *txn) error {
-		now := time.Now()
-		var due []state.LeaseID
-		err := t.tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
-			l := decodeLease(v)
-			if d := l.deadline.Sub(now); d <= 0 {
-				due = append(due, state.LeaseID(i64(k)))
-			} else if d < wait {
-				wait = d
+	now := time.Now()
+	var due []state.LeaseID
+	renewed := map[state.LeaseID]lease{}
+	s.lmu.Lock()
+	for id, l := range s.leases {
+		if d := l.deadline.Sub(now); d <= 0 {
+			due = append(due, id)
+		} else {
+			wait = min(wait, d)
+			if !l.deadline.Equal(l.persisted) {
+				renewed[id] = lease{ttl: l.ttl, deadline: l.deadline}
 			}
-			return nil
-		})
-		if err != nil {
-			return err
+		}
+	}
+	s.lmu.Unlock()
+	if len(due) == 0 && len(renewed) == 0 {
+		return wait, nil
+	}
+	_, err := s.update(context.Background(), func(t *txn) error {
+		b := t.tx.Bucket(bucketLeases)
+		for id, l := range renewed {
+			if b.Get(u64(int64(id))) == nil {
+				continue // revoked meanwhile
+			}
+			t.dirty = true
+			if err := b.Put(u64(int64(id)), encodeLease(l)); err != nil {
+				return err
+			}
 		}
 		for _, id := range due {
+			if b.Get(u64(int64(id))) == nil {
+				continue
+			}
 			if err := t.revoke(id); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return wait, err
+	if err != nil {
+		return wait, err // the table is unchanged: the next round tries again
+	}
+	s.lmu.Lock()
+	for id, l := range renewed {
+		if m := s.leases[id]; m != nil {
+			m.persisted = l.deadline
+		}
+	}
+	for _, id := range due {
+		// A lease past its deadline cannot be renewed, so it is still due.
+		delete(s.leases, id)
+	}
+	s.lmu.Unlock()
+	return wait, nil
 }

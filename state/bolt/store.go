@@ -9,7 +9,8 @@
 //	events     rev → type · lease · key · value; the last Options.History
 //	           changes, for watches that start in the past
 //	leases     lease ID → ttl · deadline (unix ns, wall clock, so that a
-//	           lease whose time passed while the server was down is expired)
+//	           lease whose time passed while the server was down is expired);
+//	           the live deadlines are kept in memory (see memLease)
 //	leasekeys  lease ID · key → "", to find a lease's keys without a scan
 //
 // Every change to a key takes its own revision, so a watcher that resumes
@@ -88,6 +89,9 @@ type Store struct {
 	closed   bool
 	watchers map[*watcher]struct{}
 
+	lmu    sync.Mutex // guards leases; never held while taking mu
+	leases map[state.LeaseID]*memLease
+
 	nudge chan struct{} // wakes the expiry loop after a Grant
 	done  chan struct{} // closed by Close
 	wg    sync.WaitGroup
@@ -125,8 +129,13 @@ func Open(path string, opt Options) (*Store, error) {
 		opt:      opt,
 		log:      log,
 		watchers: make(map[*watcher]struct{}),
+		leases:   make(map[state.LeaseID]*memLease),
 		nudge:    make(chan struct{}, 1),
 		done:     make(chan struct{}),
+	}
+	if err := db.View(s.loadLeases); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state/bolt: open %s: %w", path, err)
 	}
 	s.wg.Add(1)
 	go s.expireLoop()
@@ -136,6 +145,11 @@ func Open(path string, opt Options) (*Store, error) {
 // Close stops the lease expiry, ends every watch (their Err says the store
 // closed) and closes the file. Calling it again does nothing.
 func (s *Store) Close() error {
+	// Renewed deadlines go to the file, so that a restart within a lease's
+	// ttl keeps the lease.
+	if _, err := s.expire(); err != nil && !errors.Is(err, errClosed) {
+		s.log.Error("state/bolt: storing lease deadlines", logKeyPath, s.path, logKeyErr, err)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -330,7 +344,7 @@ func (s *Store) update(ctx context.Context, fn func(*txn) error) (int64, error) 
 	}
 	var t *txn
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		t = &txn{tx: tx, rev: getInt(tx, metaRev)}
+		t = &txn{tx: tx, rev: getInt(tx, metaRev), store: s}
 		if err := fn(t); err != nil {
 			return err
 		}

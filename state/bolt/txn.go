@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/state"
 	"go.etcd.io/bbolt"
 )
@@ -161,27 +160,14 @@ type txn struct {
 	rev    int64
 	events []state.Event
 	dirty  bool // changed something that is not a key (a lease)
+	store  *Store
 }
 
 func (t *txn) get(key string) (record, bool) { return getRecord(t.tx, key) }
 
-// liveLease returns lease id if it exists and its time has not passed; an
-// expired lease the expiry loop has not collected yet counts as gone.
-func (t *txn) liveLease(id state.LeaseID, now time.Time) (lease, error) {
-	v := t.tx.Bucket(bucketLeases).Get(u64(int64(id)))
-	if v == nil {
-		return lease{}, ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
-	}
-	l := decodeLease(v)
-	if !now.Before(l.deadline) {
-		return lease{}, ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
-	}
-	return l, nil
-}
-
 func (t *txn) put(key string, value []byte, id state.LeaseID) error {
 	if id != 0 {
-		if _, err := t.liveLease(id, time.Now()); err != nil {
+		if err := t.store.liveLease(id, time.Now()); err != nil {
 			return err
 		}
 	}
