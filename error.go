@@ -8,13 +8,14 @@ import (
 // Error kinds. The CLI maps them to exit codes (cli/exit.go) and the API to
 // HTTP statuses, each in one place.
 const (
-	EINVALID  = "invalid"      // bad input: the message says what to fix
-	ENOTFOUND = "not_found"    // a named thing does not exist
-	ELOCKED   = "locked"       // someone else holds the lock
-	EHEALTH   = "unhealthy"    // health checks failed; rolled back
-	EUNAUTH   = "unauthorized" // no valid credential
-	EDENIED   = "forbidden"    // the credential may not do this
-	EINTERNAL = "internal"
+	EINVALID     = "invalid"      // bad input: the message says what to fix
+	ENOTFOUND    = "not_found"    // a named thing does not exist
+	ELOCKED      = "locked"       // someone else holds the lock
+	EHEALTH      = "unhealthy"    // health checks failed; rolled back
+	EUNAUTH      = "unauthorized" // no valid credential
+	EDENIED      = "forbidden"    // the credential may not do this
+	EUNAVAILABLE = "unavailable"  // a dependency (the state store) cannot answer now; retry
+	EINTERNAL    = "internal"
 )
 
 // Error is an error with a kind the user can act on.

@@ -10,12 +10,13 @@ import (
 // the server answers with it and the client reads answers without a body
 // back through it.
 var statuses = map[string]int{
-	ferry.EINVALID:  http.StatusBadRequest,
-	ferry.EUNAUTH:   http.StatusUnauthorized,
-	ferry.EDENIED:   http.StatusForbidden,
-	ferry.ENOTFOUND: http.StatusNotFound,
-	ferry.ELOCKED:   http.StatusConflict,
-	ferry.EHEALTH:   http.StatusUnprocessableEntity,
+	ferry.EINVALID:     http.StatusBadRequest,
+	ferry.EUNAUTH:      http.StatusUnauthorized,
+	ferry.EDENIED:      http.StatusForbidden,
+	ferry.ENOTFOUND:    http.StatusNotFound,
+	ferry.ELOCKED:      http.StatusConflict,
+	ferry.EHEALTH:      http.StatusUnprocessableEntity,
+	ferry.EUNAVAILABLE: http.StatusServiceUnavailable,
 }
 
 // HTTPStatus is the status an error of kind code is answered with.

@@ -3,10 +3,11 @@
 # machine: git, rsync and tar (parity with stretcher), zstd, and serf (the
 # event-handler tests), systemd (systemd-analyze verifies exported units) and
 # python3 (reads exported supervisord configs as supervisord does), curl (the
-# fleet test app's health check) and iproute2 (network namespaces for test hosts). Go modules come from the module proxy via go test.
+# fleet test app's health check), iproute2 (network namespaces for test hosts) and
+# etcd-server (the etcd state store's tests run a real etcd). Go modules come from the module proxy via go test.
 set -euo pipefail
 need=()
-for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2; do
+for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2 etcd-server etcd-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
