@@ -14,6 +14,8 @@ func newServer(env Env) *cobra.Command {
 	var (
 		cfg      server.Config
 		logLevel string
+		stateURL string
+		ef       etcdFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -23,12 +25,20 @@ file, DIR/state.db), stores artifacts (DIR/artifacts), and rolls releases out
 to groups of hosts in health-gated batches under a per app × group lock,
 rolling back automatically when a host fails.
 
+--state etcd://HOST:2379,… keeps the state in etcd instead, under
+--etcd-prefix: then any number of servers can share it, each serving the API
+and agents, and one of them, elected through etcd, drives the rollouts (another
+takes over within seconds when it dies). Give every such server the same TLS
+files (copy DIR/tls, or --tls-cert/--tls-key) and the same artifact store.
+'ferry server migrate' moves a single-server state into etcd.
+
 On first start it makes a TLS CA and certificate (DIR/tls; agents pin the CA
 by its sha256) and an admin token (DIR/admin.token, mode 0600), and prints
 the token and how to log in and join an agent. --tls-cert/--tls-key use the
 operator's own certificate instead.`,
 		Example: `  ferry server --data /var/lib/ferry-server --listen :7400
-  ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400`,
+  ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400
+  ferry server --data /var/lib/ferry-server --state etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Data == "" {
@@ -42,6 +52,17 @@ operator's own certificate instead.`,
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if stateURL != "" {
+				st, es, err := openState(cmd.Context(), stateURL, ef)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				cfg.State = st
+				if es != nil {
+					cfg.Leader = es.Election("rollouts", campaignerID())
+				}
+			}
 			srv, err := server.New(cfg)
 			if err != nil {
 				return err
@@ -58,6 +79,9 @@ operator's own certificate instead.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&stateURL, "state", "", "state store: bolt:///path/state.db or etcd://HOST:2379,… (default bolt at DATA/state.db)")
+	ef.add(f)
+	cmd.AddCommand(newServerMigrate(env))
 	return cmd
 }
 

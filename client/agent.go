@@ -46,18 +46,23 @@ func (c *Client) ArtifactSource() fetch.Source {
 	tr := c.tr.Clone()
 	// Unlike a blocking query, a download's headers come at once.
 	tr.ResponseHeaderTimeout = 30 * time.Second
-	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, host: c.base.Host, token: c.token}}}
+	hosts := map[string]bool{}
+	for _, b := range c.bases {
+		hosts[b.Host] = true
+	}
+	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, hosts: hosts, token: c.token}}}
 }
 
-// authTransport adds the bearer credential to requests for host.
+// authTransport adds the bearer credential to requests for the client's
+// servers.
 type authTransport struct {
 	base  http.RoundTripper
-	host  string
+	hosts map[string]bool
 	token string
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host != t.host || t.token == "" || req.Header.Get("Authorization") != "" {
+	if !t.hosts[req.URL.Host] || t.token == "" || req.Header.Get("Authorization") != "" {
 		return t.base.RoundTrip(req)
 	}
 	r := req.Clone(req.Context())

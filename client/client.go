@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -33,24 +34,31 @@ import (
 // server cannot hang the CLI; blocking queries and uploads get their own.
 const callTimeout = time.Minute
 
-// Client calls one ferry server with one credential. It is safe for
-// concurrent use.
+// Client calls a ferry server with one credential. It is safe for
+// concurrent use. Given several servers (sharing one etcd state), it talks
+// to one and moves to the next when that one cannot be reached.
 type Client struct {
-	base  *url.URL
+	bases []*url.URL
+	cur   atomic.Int32 // index into bases of the server in use
 	token string
 	tr    *http.Transport
 	hc    *http.Client
 }
 
 // New returns a client of the server at server (https://HOST:PORT; a bare
-// HOST:PORT means https) that sends token as its bearer credential. With
+// HOST:PORT means https; several, comma-separated, for servers that share
+// one state) that sends token as its bearer credential. With
 // caSHA256 (hex sha256 of the CA certificate's DER bytes) it trusts only
 // certificates of that CA, as agents do; without, the system roots.
 // An empty token is allowed for Join, which carries its own.
 func New(server, token, caSHA256 string) (*Client, error) {
-	u, err := ParseServer(server)
-	if err != nil {
-		return nil, err
+	var bases []*url.URL
+	for _, one := range strings.Split(server, ",") {
+		u, err := ParseServer(one)
+		if err != nil {
+			return nil, err
+		}
+		bases = append(bases, u)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -63,7 +71,7 @@ func New(server, token, caSHA256 string) (*Client, error) {
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return &Client{
-		base:  u,
+		bases: bases,
 		token: token,
 		tr:    tr,
 		// No Timeout: blocking queries and uploads last long; each call
@@ -96,8 +104,17 @@ func ParseServer(server string) (*url.URL, error) {
 	return u, nil
 }
 
-// Server returns the server's base URL, e.g. https://deploy.example.com:7400.
-func (c *Client) Server() string { return c.base.String() }
+// Server returns the base URL of the server in use, e.g.
+// https://deploy.example.com:7400.
+func (c *Client) Server() string { return c.base().String() }
+
+func (c *Client) base() *url.URL { return c.bases[c.cur.Load()] }
+
+// failover moves on from server i to the next one, unless another call
+// already did.
+func (c *Client) failover(i int32) {
+	c.cur.CompareAndSwap(i, (i+1)%int32(len(c.bases)))
+}
 
 // call is one API request.
 type call struct {
@@ -121,20 +138,50 @@ func (c *Client) do(ctx context.Context, cl call) (http.Header, error) {
 		ctx, cancel = context.WithTimeout(ctx, callTimeout+cl.wait)
 		defer cancel()
 	}
-	u := *c.base
-	u.Path = strings.TrimRight(c.base.Path, "/") + cl.path
-	u.RawQuery = cl.query.Encode()
-	body := cl.raw
+	var payload []byte
 	if cl.body != nil {
 		b, err := json.Marshal(cl.body)
 		if err != nil {
 			return nil, fmt.Errorf("client: encode %s %s: %w", cl.method, cl.path, err)
 		}
-		body = bytes.NewReader(b)
+		payload = b
+	}
+	for tries := 1; ; tries++ {
+		i := c.cur.Load()
+		h, err, got := c.try(ctx, cl, c.bases[i], payload)
+		// Another server is asked when this one gave no answer: it could
+		// not be reached at all, or the connection was lost and the
+		// request is safe to repeat. A raw body (an upload) cannot be
+		// sent twice.
+		retry := got == noConn || (got == connLost && (cl.method == http.MethodGet || cl.method == http.MethodHead))
+		if err == nil || ctx.Err() != nil || tries >= len(c.bases) || cl.raw != nil || !retry {
+			return h, err
+		}
+		c.failover(i)
+	}
+}
+
+// What became of one try.
+type outcome int
+
+const (
+	answered outcome = iota // the server answered, error or not
+	noConn                  // no connection could be made: the request was not sent
+	connLost                // sent, but no answer came
+)
+
+// try sends cl to the server at base.
+func (c *Client) try(ctx context.Context, cl call, base *url.URL, payload []byte) (http.Header, error, outcome) {
+	u := *base
+	u.Path = strings.TrimRight(base.Path, "/") + cl.path
+	u.RawQuery = cl.query.Encode()
+	body := cl.raw
+	if payload != nil {
+		body = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, u.String(), body)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s %s: %w", cl.method, cl.path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", cl.method, cl.path, err), answered
 	}
 	if cl.raw != nil {
 		req.ContentLength = cl.length
@@ -152,41 +199,45 @@ func (c *Client) do(ctx context.Context, cl call) (http.Header, error) {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, c.transportError(err)
+		got := connLost
+		if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
+			got = noConn
+		}
+		return nil, c.transportError(base, err), got
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return resp.Header, c.answerError(cl, resp)
+		return resp.Header, c.answerError(base, cl, resp), answered
 	}
 	if cl.out != nil && cl.method != http.MethodHead && resp.StatusCode != http.StatusNoContent {
 		if err := json.NewDecoder(resp.Body).Decode(cl.out); err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, ctx.Err(), answered
 			}
-			return nil, fmt.Errorf("ferry server %s: %s %s: unreadable answer: %w", c.base.Host, cl.method, cl.path, err)
+			return nil, fmt.Errorf("ferry server %s: %s %s: unreadable answer: %w", base.Host, cl.method, cl.path, err), answered
 		}
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
-	return resp.Header, nil
+	return resp.Header, nil, answered
 }
 
 // transportError says which server could not be reached and why, with a
 // hint for the mistake that is most likely behind a certificate error.
-func (c *Client) transportError(err error) error {
+func (c *Client) transportError(base *url.URL, err error) error {
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return err
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("ferry server %s did not answer in time: %w", c.base, err)
+		return fmt.Errorf("ferry server %s did not answer in time: %w", base, err)
 	case errors.As(err, &ua):
 		return fmt.Errorf("cannot reach ferry server %s: its certificate is not signed by a trusted CA; "+
-			"pass the server CA's fingerprint with --ca-sha256 (FERRY_CA_SHA256): %w", c.base, err)
+			"pass the server CA's fingerprint with --ca-sha256 (FERRY_CA_SHA256): %w", base, err)
 	case errors.As(err, &hn):
-		return fmt.Errorf("cannot reach ferry server %s: its certificate is for another name: %w", c.base, err)
+		return fmt.Errorf("cannot reach ferry server %s: its certificate is for another name: %w", base, err)
 	}
-	return fmt.Errorf("cannot reach ferry server %s: %w", c.base, unwrapURL(err))
+	return fmt.Errorf("cannot reach ferry server %s: %w", base, unwrapURL(err))
 }
 
 // unwrapURL drops *url.Error's `Get "https://…":` prefix, already said.
@@ -201,7 +252,7 @@ func unwrapURL(err error) error {
 // answerError turns an error answer into a *ferry.Error: the server's code
 // and message, or, from something that is not a ferry server (a proxy), a
 // kind that follows from the status.
-func (c *Client) answerError(cl call, resp *http.Response) error {
+func (c *Client) answerError(base *url.URL, cl call, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var eb api.ErrorBody
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
@@ -218,7 +269,7 @@ func (c *Client) answerError(cl call, resp *http.Response) error {
 	if text == "" {
 		text = http.StatusText(resp.StatusCode)
 	}
-	return ferry.Errorf(api.ErrorKind(resp.StatusCode), "ferry server %s: %s %s: %s: %s", c.base.Host, cl.method, cl.path, resp.Status, text)
+	return ferry.Errorf(api.ErrorKind(resp.StatusCode), "ferry server %s: %s %s: %s: %s", base.Host, cl.method, cl.path, resp.Status, text)
 }
 
 // path fills api path template p's {name} values, escaped, in order.

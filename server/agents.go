@@ -228,9 +228,17 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	val, idx, err := s.waitKey(r.Context(), prefixDesired+p.Host, index, wait)
-	if err != nil {
+	ctx := r.Context()
+	val, idx, synced := s.desiredMirror.wait(ctx, prefixDesired+p.Host, index, wait)
+	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if !synced {
+		// The mirror lost its watch (the store is failing over): ask the
+		// store itself, which says what is wrong if it cannot answer.
+		if val, idx, err = s.waitKey(ctx, prefixDesired+p.Host, index, wait); err != nil {
+			return err
+		}
 	}
 	var d hostDesired
 	if val != nil {

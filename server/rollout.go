@@ -34,10 +34,13 @@ func (e *rolloutFailed) Error() string { return strings.Join(e.msgs, "; ") }
 func (s *Server) start(id string, l *lock) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.running[id] || s.runCtx == nil {
+	if s.running[id] || s.leadCtx == nil {
+		// Not leading: the leader adopts the deployment, taking over its
+		// lock, as soon as it sees the record.
 		return
 	}
 	s.running[id] = true
+	ctx := s.leadCtx
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -46,38 +49,79 @@ func (s *Server) start(id string, l *lock) {
 			delete(s.running, id)
 			s.mu.Unlock()
 		}()
-		s.rollout(s.runCtx, id, l)
+		s.rollout(ctx, id, l)
 	}()
 }
 
-// resume restarts the rollouts a stopped server left running.
-func (s *Server) resume(ctx context.Context) error {
-	recs, err := listJSON[deployRecord](ctx, s.st, prefixDeploys)
+// resume adopts every deployment left running (by a stopped server, or a
+// leader that died) and returns the revision of the listing.
+func (s *Server) resume(ctx context.Context) (int64, error) {
+	kvs, rev, err := s.st.List(ctx, prefixDeploys)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	for _, rec := range recs {
-		if rec.Auto || (rec.State != api.DeployRunning && rec.State != api.DeployWaiting) {
-			continue
+	for _, kv := range kvs {
+		var rec deployRecord
+		if err := unmarshal(kv, &rec); err != nil {
+			return 0, err
 		}
-		s.log.Info("resuming rollout", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			lr := lockRecord{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: rec.By, Reason: "deploy " + label(rec.Release), Since: time.Now().UTC()}, Deployment: rec.ID}
-			l, err := s.acquireLock(ctx, lr, lockTTL+5*time.Second)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				rec.Error = "could not resume: " + err.Error()
-				s.finish(ctx, &rec, api.DeployFailed, "failed")
-				return
-			}
-			s.start(rec.ID, l)
-		}()
+		if runnable(rec) {
+			s.adopt(ctx, rec)
+		}
 	}
-	return nil
+	return rev, nil
+}
+
+// adopt drives rec unless this server already does: it takes over the
+// deployment's lock (still held by whoever created the deployment, or by a
+// leader that died) and starts the rollout.
+func (s *Server) adopt(ctx context.Context, rec deployRecord) {
+	s.mu.Lock()
+	if s.running[rec.ID] || s.adopting[rec.ID] {
+		s.mu.Unlock()
+		return
+	}
+	s.adopting[rec.ID] = true
+	s.mu.Unlock()
+	s.log.Info("adopting rollout", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.adopting, rec.ID)
+			s.mu.Unlock()
+		}()
+		// A watch event may be older than the record: read it again
+		// before taking the lock, and after, since a driver that just
+		// finished it lets go of the lock before it records the end.
+		stillRunnable := func() bool {
+			var cur deployRecord
+			ok, err := s.lookup(ctx, prefixDeploys+rec.ID, &cur)
+			return err == nil && ok && runnable(cur)
+		}
+		if !stillRunnable() {
+			return
+		}
+		lr := lockRecord{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: rec.By, Reason: "deploy " + label(rec.Release), Since: time.Now().UTC()}, Deployment: rec.ID}
+		l, err := s.acquireLock(ctx, lr, lockTTL+5*time.Second)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			rec.Error = "could not resume: " + err.Error()
+			s.finish(ctx, &rec, api.DeployFailed, "failed")
+			return
+		}
+		s.mu.Lock()
+		running := s.running[rec.ID]
+		s.mu.Unlock()
+		if !running && !stillRunnable() {
+			s.release(ctx, l)
+			return
+		}
+		s.start(rec.ID, l) // marks it running before adopting is cleared
+	}()
 }
 
 // rollout drives deployment id to its end and lets go of its lock. When

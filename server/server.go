@@ -54,10 +54,13 @@ type Config struct {
 	// TLSCert and TLSKey are the operator's own certificate; without them
 	// the server makes its own CA under Data/tls.
 	TLSCert, TLSKey string
-	State           state.Store   // default: bolt at Data/state.db (closed by Run)
-	Store           store.Store   // default: directory Data/artifacts
-	HostLostAfter   time.Duration // default 30s
-	Logger          *slog.Logger
+	State           state.Store // default: bolt at Data/state.db (closed by Run)
+	// Leader elects the one server that drives rollouts when several share
+	// State (etcd); nil means this server is the only one.
+	Leader        Leader
+	Store         store.Store   // default: directory Data/artifacts
+	HostLostAfter time.Duration // default 30s
+	Logger        *slog.Logger
 }
 
 // Server is a running control server.
@@ -73,12 +76,15 @@ type Server struct {
 	caSHA      string
 	adminToken string
 	mux        *http.ServeMux
+	// desiredMirror answers agents' blocking queries from memory.
+	desiredMirror *mirror
 
-	mu      sync.Mutex
-	runCtx  context.Context
-	running map[string]bool   // deployments with a live rollout goroutine
-	letGo   map[string]func() // releases a live rollout's lock, by deployment
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	leadCtx  context.Context   // while this server leads; nil otherwise
+	running  map[string]bool   // deployments with a live rollout goroutine
+	adopting map[string]bool   // deployments whose lock is being taken over
+	letGo    map[string]func() // releases a live rollout's lock, by deployment
+	wg       sync.WaitGroup
 }
 
 // New opens the state and artifact stores, makes the TLS certificate if it
@@ -94,7 +100,7 @@ func New(cfg Config) (s *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, letGo: map[string]func(){}}
+	s = &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -135,6 +141,7 @@ func New(cfg Config) (s *Server, err error) {
 	if err := s.bootstrap(context.Background()); err != nil {
 		return nil, err
 	}
+	s.desiredMirror = newMirror(s.st, prefixDesired)
 	s.routes()
 	return s, nil
 }
@@ -200,9 +207,6 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.mu.Lock()
-	s.runCtx = ctx
-	s.mu.Unlock()
 	srv := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -213,9 +217,15 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(s.ln, s.tls)) }()
 	s.log.Info("serving", "url", s.url, "listen", s.ln.Addr().String())
-	if err := s.resume(ctx); err != nil {
-		s.log.Error("resume rollouts", logErr, err)
-	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.orchestrate(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.desiredMirror.run(ctx, func(err error) { s.log.Warn("desired-state mirror", logErr, err) })
+	}()
 	var err error
 	select {
 	case <-ctx.Done():

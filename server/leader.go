@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// Leader decides which of several servers sharing one state drives the
+// rollouts: exactly one at a time. Every server serves the API and agents;
+// a deployment created on any of them is driven by the leader.
+type Leader interface {
+	// Lead blocks until this server leads, or ctx ends, and returns a
+	// context that ends when it stops leading.
+	Lead(ctx context.Context) (context.Context, error)
+}
+
+// orchestrate drives rollouts while this server leads: it resumes the
+// deployments left running, then takes on each new one as its record
+// appears. Without a Config.Leader the server always leads.
+func (s *Server) orchestrate(ctx context.Context) {
+	for ctx.Err() == nil {
+		lctx := ctx
+		if s.cfg.Leader != nil {
+			var err error
+			if lctx, err = s.cfg.Leader.Lead(ctx); err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("campaign for leadership", logErr, err)
+					sleep(ctx, time.Second)
+				}
+				continue
+			}
+			s.log.Info("leading: this server drives rollouts")
+		}
+		s.mu.Lock()
+		s.leadCtx = lctx
+		s.mu.Unlock()
+		s.lead(lctx)
+		s.mu.Lock()
+		s.leadCtx = nil
+		s.mu.Unlock()
+		if ctx.Err() == nil {
+			s.log.Warn("no longer leading: another server drives rollouts")
+		}
+	}
+}
+
+// lead adopts running deployments until ctx ends: those listed now, then
+// each one a watch reports, listing again whenever the watch breaks.
+func (s *Server) lead(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := s.resume(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("resume rollouts", logErr, err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		w, err := s.st.Watch(ctx, prefixDeploys, rev)
+		if err != nil {
+			sleep(ctx, time.Second)
+			continue
+		}
+		for ev := range w.C {
+			var rec deployRecord
+			if ev.Type != "put" || unmarshal(ev.KV, &rec) != nil {
+				continue
+			}
+			if runnable(rec) {
+				s.adopt(ctx, rec)
+			}
+		}
+	}
+}
+
+// runnable reports whether rec is a deployment the leader must drive.
+// Automatic rollbacks are driven by their parent.
+func runnable(rec deployRecord) bool {
+	return !rec.Auto && (rec.State == api.DeployRunning || rec.State == api.DeployWaiting)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
