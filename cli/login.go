@@ -52,11 +52,12 @@ signed by a CA the system trusts (--tls-cert on the server).
 			if ca != "" && !caSHA256Re.MatchString(ca) {
 				return usageError{fmt.Errorf("--ca-sha256 %q: want the 64 hex digits of the CA certificate's sha256", ca)}
 			}
-			u, err := client.ParseServer(a[0])
+			us, err := client.ParseServers(a[0])
 			if err != nil {
 				return usageError{err}
 			}
-			c, err := client.New(u.String(), token, ca)
+			server := client.JoinServers(us)
+			c, err := client.New(server, token, ca)
 			if err != nil {
 				return err
 			}
@@ -67,13 +68,13 @@ signed by a CA the system trusts (--tls-cert on the server).
 			if err != nil {
 				return err
 			}
-			if err := writeClientConfig(path, clientConfig{Server: u.String(), Token: token, CASHA256: ca}); err != nil {
+			if err := writeClientConfig(path, clientConfig{Server: server, Token: token, CASHA256: ca}); err != nil {
 				return err
 			}
-			if u.Scheme == "http" {
+			if strings.Contains(server, "http://") {
 				fmt.Fprintln(env.Stderr, "warning: http:// sends the token in the clear; ferry server speaks https")
 			}
-			fmt.Fprintf(env.Stdout, "Logged in to %s; saved to %s\n", u, path)
+			fmt.Fprintf(env.Stdout, "Logged in to %s; saved to %s\n", server, path)
 			return nil
 		},
 	}

@@ -52,13 +52,9 @@ type Client struct {
 // certificates of that CA, as agents do; without, the system roots.
 // An empty token is allowed for Join, which carries its own.
 func New(server, token, caSHA256 string) (*Client, error) {
-	var bases []*url.URL
-	for _, one := range strings.Split(server, ",") {
-		u, err := ParseServer(one)
-		if err != nil {
-			return nil, err
-		}
-		bases = append(bases, u)
+	bases, err := ParseServers(server)
+	if err != nil {
+		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -78,6 +74,29 @@ func New(server, token, caSHA256 string) (*Client, error) {
 		// bounds itself by its context.
 		hc: &http.Client{Transport: tr},
 	}, nil
+}
+
+// ParseServers reads a comma-separated list of server addresses (servers
+// sharing one state), each as ParseServer does.
+func ParseServers(list string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, one := range strings.Split(list, ",") {
+		u, err := ParseServer(one)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// JoinServers is the list ParseServers reads.
+func JoinServers(us []*url.URL) string {
+	s := make([]string, len(us))
+	for i, u := range us {
+		s[i] = u.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // ParseServer reads a server address: a URL, or HOST:PORT meaning https.

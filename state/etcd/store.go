@@ -47,6 +47,10 @@ type Options struct {
 	// WatchBuffer is how many events a watcher may fall behind before its
 	// channel is closed with state.ErrCompacted. Default 1024.
 	WatchBuffer int
+	// RequestTimeout bounds each request: etcd's client waits for a
+	// cluster without quorum instead of failing, and a server must say
+	// "unavailable" rather than hang. Default 5s.
+	RequestTimeout time.Duration
 }
 
 // TLSFiles name the client certificate, key and CA bundle, all PEM.
@@ -55,8 +59,9 @@ type TLSFiles struct {
 }
 
 const (
-	defaultDialTimeout = 5 * time.Second
-	defaultWatchBuffer = 1024
+	defaultRequestTimeout = 5 * time.Second
+	defaultDialTimeout    = 5 * time.Second
+	defaultWatchBuffer    = 1024
 )
 
 // Store is a state.Store on etcd.
@@ -82,6 +87,9 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	}
 	if opt.WatchBuffer <= 0 {
 		opt.WatchBuffer = defaultWatchBuffer
+	}
+	if opt.RequestTimeout <= 0 {
+		opt.RequestTimeout = defaultRequestTimeout
 	}
 	cfg := clientv3.Config{
 		Endpoints:   opt.Endpoints,
@@ -131,6 +139,11 @@ func (s *Store) Close() error {
 
 func (s *Store) key(k string) string { return s.prefix + k }
 
+// op bounds one request by RequestTimeout.
+func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opt.RequestTimeout)
+}
+
 func (s *Store) kv(kv *mvccpb.KeyValue) state.KV {
 	return state.KV{
 		Key:   strings.TrimPrefix(string(kv.Key), s.prefix),
@@ -142,7 +155,9 @@ func (s *Store) kv(kv *mvccpb.KeyValue) state.KV {
 
 // Get returns key's value.
 func (s *Store) Get(ctx context.Context, key string) (state.KV, error) {
-	resp, err := s.c.Get(ctx, s.key(key))
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	resp, err := s.c.Get(octx, s.key(key))
 	if err != nil {
 		return state.KV{}, wrap(ctx, err)
 	}
@@ -155,7 +170,9 @@ func (s *Store) Get(ctx context.Context, key string) (state.KV, error) {
 // List returns every key with prefix in key order and the revision the
 // listing reflects.
 func (s *Store) List(ctx context.Context, prefix string) ([]state.KV, int64, error) {
-	resp, err := s.c.Get(ctx, s.key(prefix), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	resp, err := s.c.Get(octx, s.key(prefix), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, 0, wrap(ctx, err)
 	}
@@ -168,9 +185,11 @@ func (s *Store) List(ctx context.Context, prefix string) ([]state.KV, int64, err
 
 // Rev is the cluster's current revision.
 func (s *Store) Rev(ctx context.Context) (int64, error) {
+	octx, cancel := s.op(ctx)
+	defer cancel()
 	// A read of one (probably missing) key costs little and carries the
 	// header with the revision.
-	resp, err := s.c.Get(ctx, s.key("meta/rev"), clientv3.WithCountOnly())
+	resp, err := s.c.Get(octx, s.key("meta/rev"), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, wrap(ctx, err)
 	}
@@ -179,10 +198,12 @@ func (s *Store) Rev(ctx context.Context) (int64, error) {
 
 // Put sets key and returns the new revision.
 func (s *Store) Put(ctx context.Context, key string, value []byte, lease state.LeaseID) (int64, error) {
+	octx, cancel := s.op(ctx)
+	defer cancel()
 	if key == "" {
 		return 0, ferry.Errorf(ferry.EINVALID, "empty key")
 	}
-	resp, err := s.c.Put(ctx, s.key(key), string(value), leaseOpt(lease)...)
+	resp, err := s.c.Put(octx, s.key(key), string(value), leaseOpt(lease)...)
 	if err != nil {
 		return 0, wrapLease(ctx, err, lease)
 	}
@@ -196,6 +217,8 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, rev int64, value
 
 // CompareAndSwapMany applies every swap in one etcd transaction, or none.
 func (s *Store) CompareAndSwapMany(ctx context.Context, swaps []state.Swap) (int64, bool, error) {
+	octx, cancel := s.op(ctx)
+	defer cancel()
 	if len(swaps) > state.MaxSwaps {
 		return 0, false, ferry.Errorf(ferry.EINVALID, "%d swaps in one transaction: the limit is %d", len(swaps), state.MaxSwaps)
 	}
@@ -218,7 +241,7 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, swaps []state.Swap) (int
 			lease = sw.Lease
 		}
 	}
-	resp, err := s.c.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.c.Txn(octx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, false, wrapLease(ctx, err, lease)
 	}
@@ -230,7 +253,9 @@ func (s *Store) CompareAndSwapMany(ctx context.Context, swaps []state.Swap) (int
 
 // Delete removes key; a missing key changes nothing.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if _, err := s.c.Delete(ctx, s.key(key)); err != nil {
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	if _, err := s.c.Delete(octx, s.key(key)); err != nil {
 		return wrap(ctx, err)
 	}
 	return nil
@@ -239,8 +264,10 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // CompareAndDelete removes key only if its mod revision is rev; a missing
 // key compares as 0.
 func (s *Store) CompareAndDelete(ctx context.Context, key string, rev int64) (bool, error) {
+	octx, cancel := s.op(ctx)
+	defer cancel()
 	k := s.key(key)
-	resp, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpDelete(k)).Commit()
+	resp, err := s.c.Txn(octx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpDelete(k)).Commit()
 	if err != nil {
 		return false, wrap(ctx, err)
 	}
@@ -249,10 +276,12 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, rev int64) (bo
 
 // Grant creates a lease of ttl, rounded up to whole seconds.
 func (s *Store) Grant(ctx context.Context, ttl time.Duration) (state.LeaseID, error) {
+	octx, cancel := s.op(ctx)
+	defer cancel()
 	if ttl <= 0 {
 		return 0, ferry.Errorf(ferry.EINVALID, "lease ttl %s: want more than 0", ttl)
 	}
-	resp, err := s.c.Grant(ctx, int64(math.Ceil(ttl.Seconds())))
+	resp, err := s.c.Grant(octx, int64(math.Ceil(ttl.Seconds())))
 	if err != nil {
 		return 0, wrap(ctx, err)
 	}
@@ -261,7 +290,9 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration) (state.LeaseID, er
 
 // KeepAlive renews the lease once.
 func (s *Store) KeepAlive(ctx context.Context, id state.LeaseID) error {
-	resp, err := s.c.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	resp, err := s.c.KeepAliveOnce(octx, clientv3.LeaseID(id))
 	if err != nil {
 		return wrapLease(ctx, err, id)
 	}
@@ -273,7 +304,9 @@ func (s *Store) KeepAlive(ctx context.Context, id state.LeaseID) error {
 
 // Revoke ends the lease now, deleting its keys.
 func (s *Store) Revoke(ctx context.Context, id state.LeaseID) error {
-	if _, err := s.c.Revoke(ctx, clientv3.LeaseID(id)); err != nil {
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	if _, err := s.c.Revoke(octx, clientv3.LeaseID(id)); err != nil {
 		return wrapLease(ctx, err, id)
 	}
 	return nil
@@ -294,11 +327,16 @@ func wrapLease(ctx context.Context, err error, id state.LeaseID) error {
 	return wrap(ctx, err)
 }
 
-// wrap returns ctx's own error when ctx ended, EUNAVAILABLE when no etcd
-// member could answer, and anything else prefixed.
+// wrap returns ctx's own error when ctx (the caller's) ended, EUNAVAILABLE
+// when no etcd member could answer in time, and anything else prefixed.
 func wrap(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded) {
 		return ctx.Err()
+	}
+	msg := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "deadline exceeded") ||
+		strings.Contains(msg, "request timed out") || strings.Contains(msg, "leader changed") {
+		return ferry.Errorf(ferry.EUNAVAILABLE, "the state store (etcd) is unavailable: no answer in time (has it lost quorum?): %v", err)
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
