@@ -75,3 +75,79 @@ func TestElection(t *testing.T) {
 		t.Error("a's leadership context did not end")
 	}
 }
+
+// TestSuiteCluster runs the suite on a three-member cluster, the client
+// talking to all of them.
+func TestSuiteCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
+	c := etcdtest.Start(t, 3)
+	var n atomic.Int64
+	statetest.Run(t, func(t *testing.T) state.Store {
+		s, err := etcd.Open(t.Context(), etcd.Options{Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("/cluster/%d/", n.Add(1)), WatchBuffer: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+// TestWatchAcrossMemberLoss: the only member a watch can stream from is
+// killed in the middle of a run of writes (which go on through the other
+// two) and comes back; the client's watch reconnects and delivers every
+// write once, in order.
+func TestWatchAcrossMemberLoss(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := t.Context()
+	w, err := etcd.Open(ctx, etcd.Options{Endpoints: c.Endpoints()[:1], Prefix: "/reconnect/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wr, err := etcd.Open(ctx, etcd.Options{Endpoints: c.Endpoints()[1:], Prefix: "/reconnect/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wr.Close()
+	from, err := w.Rev(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := w.Watch(ctx, "k/", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	go func() {
+		defer c.Restart(0)
+		for i := range n {
+			if i == n/2 {
+				c.Kill(0)
+			}
+			for {
+				if _, err := wr.Put(ctx, fmt.Sprintf("k/%03d", i), []byte("v"), 0); err == nil || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond) // a write lost to the election: again
+			}
+		}
+	}()
+	seen := map[string]bool{}
+	last := from
+	timeout := time.After(60 * time.Second)
+	for len(seen) < n {
+		select {
+		case ev, ok := <-watch.C:
+			if !ok {
+				t.Fatalf("watch ended after %d of %d events: %v", len(seen), n, watch.Err())
+			}
+			if ev.KV.Rev <= last || seen[ev.KV.Key] {
+				t.Fatalf("event %s at rev %d after rev %d: repeated or out of order", ev.KV.Key, ev.KV.Rev, last)
+			}
+			seen[ev.KV.Key], last = true, ev.KV.Rev
+		case <-timeout:
+			t.Fatalf("watch delivered %d of %d events within 60s", len(seen), n)
+		}
+	}
+}
