@@ -11,6 +11,7 @@ import (
 	"github.com/ferrydeploy/ferry/state/etcd"
 	"github.com/ferrydeploy/ferry/state/etcd/etcdtest"
 	"github.com/ferrydeploy/ferry/state/statetest"
+	"github.com/ferrydeploy/ferry/tlsca"
 )
 
 // TestSuite runs the conformance suite on one real etcd member; each
@@ -149,5 +150,33 @@ func TestWatchAcrossMemberLoss(t *testing.T) {
 		case <-timeout:
 			t.Fatalf("watch delivered %d of %d events within 60s", len(seen), n)
 		}
+	}
+}
+
+// TestTLS: a member that serves TLS is reached with --etcd-ca, and a
+// client that does not trust its CA is refused with a clear error.
+func TestTLS(t *testing.T) {
+	files, err := tlsca.Ensure(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := etcdtest.StartTLS(t, files.ServerCert, files.ServerKey, files.CACert)
+	s, err := etcd.Open(t.Context(), etcd.Options{Endpoints: c.Endpoints(), Prefix: "/tls/", TLS: etcd.TLSFiles{CA: files.CACert}})
+	if err != nil {
+		t.Fatalf("Open with the CA: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Put(t.Context(), "k", []byte("v"), 0); err != nil {
+		t.Fatalf("Put over TLS: %v", err)
+	}
+	other, err := tlsca.Ensure(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if s, err := etcd.Open(ctx, etcd.Options{Endpoints: c.Endpoints(), Prefix: "/tls/", TLS: etcd.TLSFiles{CA: other.CACert}, DialTimeout: 2 * time.Second}); err == nil {
+		s.Close()
+		t.Fatal("Open trusting another CA succeeded")
 	}
 }

@@ -6,6 +6,8 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -26,6 +28,7 @@ type Cluster struct {
 	t       testing.TB
 	bin     string
 	dir     string
+	ca      string // PEM CA clients trust, for a TLS cluster
 	members []*member
 }
 
@@ -53,12 +56,22 @@ func Binary(t testing.TB) string {
 
 // Start starts an n-member cluster and waits until it answers. The members
 // stop when the test ends.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t testing.TB, n int) *Cluster { return start(t, n, "", "", "") }
+
+// StartTLS starts one member that serves its clients over TLS with the
+// given PEM certificate and key (for 127.0.0.1); ca is what clients trust.
+func StartTLS(t testing.TB, cert, key, ca string) *Cluster { return start(t, 1, cert, key, ca) }
+
+func start(t testing.TB, n int, cert, key, ca string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir()}
+	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir(), ca: ca}
+	scheme := "http://"
+	if cert != "" {
+		scheme = "https://"
+	}
 	var initial []string
 	for i := range n {
-		m := &member{name: fmt.Sprintf("m%d", i), client: "http://" + freeAddr(t), peer: "http://" + freeAddr(t)}
+		m := &member{name: fmt.Sprintf("m%d", i), client: scheme + freeAddr(t), peer: "http://" + freeAddr(t)}
 		c.members = append(c.members, m)
 		initial = append(initial, m.name+"="+m.peer)
 	}
@@ -74,6 +87,9 @@ func Start(t testing.TB, n int) *Cluster {
 			// a second; leases then may be as short as one second.
 			"--heartbeat-interval", "20", "--election-timeout", "200",
 			"--logger", "zap", "--log-level", "error",
+		}
+		if cert != "" {
+			m.args = append(m.args, "--cert-file", cert, "--key-file", key)
 		}
 		c.start(m)
 	}
@@ -111,7 +127,17 @@ func (c *Cluster) Restart(i int) {
 // WaitReady waits until a write through all endpoints succeeds.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cfg := clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if c.ca != "" {
+		pem, err := os.ReadFile(c.ca)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		cfg.TLS = &tls.Config{RootCAs: pool}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		c.t.Fatalf("etcd client: %v", err)
 	}
