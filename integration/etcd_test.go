@@ -124,22 +124,10 @@ func TestEtcdControlPlane(t *testing.T) {
 	// hello 1, 2 and 3; 2 and 3 take a second or more to become healthy, so
 	// that a rollout over two hosts lasts long enough to kill its driver.
 	app := t.TempDir()
-	if out, err := exec.Command(goBin, "build", "-o", filepath.Join(app, "bin", "hello"), "../examples/hello/cmd/hello").CombinedOutput(); err != nil {
-		t.Fatalf("build hello: %v\n%s", err, out)
-	}
-	yaml := `app: hello
-build:
-  command: "true"
-include: [bin/]
-processes:
-  web:
-    command: bin/hello
-    stop_timeout: 5s
-    health: {exec: "sleep %s; curl -fsS -m 1 -o /dev/null http://127.0.0.1:$PORT/healthz", interval: 100ms, timeout: 5s}
-`
+	buildHelloBin(t, goBin, app)
 	arts := map[string]string{}
 	for v, delay := range map[string]string{"1.0.0": "0", "2.0.0": "1.5", "3.0.0": "1.5"} {
-		os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(fmt.Sprintf(yaml, delay)), 0o644)
+		os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(fleetYAML("sleep "+delay+"; ", ", timeout: 5s")), 0o644)
 		arts[v], _ = buildDir(t, app, v)
 	}
 

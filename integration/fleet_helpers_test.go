@@ -442,3 +442,28 @@ func tail(b []byte, n int) []byte {
 	}
 	return bytes.Join(lines, nil)
 }
+
+// buildHelloBin builds examples/hello into dir/bin/hello, for app dirs that
+// pack a prebuilt binary (fleetYAML).
+func buildHelloBin(t *testing.T, goBin, dir string) {
+	t.Helper()
+	if out, err := exec.Command(goBin, "build", "-o", filepath.Join(dir, "bin", "hello"), "../examples/hello/cmd/hello").CombinedOutput(); err != nil {
+		t.Fatalf("build hello: %v\n%s", err, out)
+	}
+}
+
+// fleetYAML is the ferry.yaml of a hello that packs bin/ and checks its
+// health by running check, with curl, in the release dir: hello has no
+// port of its own to give an http check.
+func fleetYAML(check, extra string) string {
+	return fmt.Sprintf(`app: hello
+build:
+  command: "true"
+include: [bin/]
+processes:
+  web:
+    command: bin/hello
+    stop_timeout: 5s
+    health: {exec: "%scurl -fsS -m 1 -o /dev/null http://127.0.0.1:$PORT/healthz", interval: 100ms%s}
+`, check, extra)
+}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -47,19 +46,8 @@ func TestFleet(t *testing.T) {
 	// Artifacts: hello 1.0.0, 1.2.0 and 1.3.0; 1.1.0 is a build whose
 	// process exits 1 at once.
 	good, bad := t.TempDir(), t.TempDir()
-	if out, err := exec.Command(goBin, "build", "-o", filepath.Join(good, "bin", "hello"), "../examples/hello/cmd/hello").CombinedOutput(); err != nil {
-		t.Fatalf("build hello: %v\n%s", err, out)
-	}
-	yaml := `app: hello
-build:
-  command: "true"
-include: [bin/]
-processes:
-  web:
-    command: bin/hello
-    stop_timeout: 5s
-    health: {exec: "curl -fsS -m 1 -o /dev/null http://127.0.0.1:$PORT/healthz", interval: 100ms}
-`
+	buildHelloBin(t, goBin, good)
+	yaml := fleetYAML("", "")
 	os.WriteFile(filepath.Join(good, "ferry.yaml"), []byte(yaml), 0o644)
 	os.WriteFile(filepath.Join(bad, "ferry.yaml"), []byte(yaml), 0o644)
 	os.MkdirAll(filepath.Join(bad, "bin"), 0o755)

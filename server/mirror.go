@@ -30,24 +30,23 @@ func newMirror(st state.Store, prefix string) *mirror {
 
 // run lists and watches until ctx ends, listing again when a watch breaks.
 func (m *mirror) run(ctx context.Context, onErr func(error)) {
+	failed := func(err error) {
+		m.setSynced(false)
+		if ctx.Err() == nil {
+			onErr(err)
+			sleep(ctx, time.Second)
+		}
+	}
 	for ctx.Err() == nil {
 		kvs, rev, err := m.st.List(ctx, m.prefix)
 		if err != nil {
-			m.setSynced(false)
-			if ctx.Err() == nil {
-				onErr(err)
-				sleep(ctx, time.Second)
-			}
+			failed(err)
 			continue
 		}
 		m.reset(kvs, rev)
 		w, err := m.st.Watch(ctx, m.prefix, rev)
 		if err != nil {
-			m.setSynced(false)
-			if ctx.Err() == nil {
-				onErr(err)
-				sleep(ctx, time.Second)
-			}
+			failed(err)
 			continue
 		}
 		for ev := range w.C {

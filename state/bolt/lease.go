@@ -39,14 +39,20 @@ func (s *Store) loadLeases(tx *bbolt.Tx) error {
 func (s *Store) liveLease(id state.LeaseID, now time.Time) error {
 	s.lmu.Lock()
 	defer s.lmu.Unlock()
+	_, err := s.liveLocked(id, now)
+	return err
+}
+
+// liveLocked is liveLease for a caller holding lmu; it returns the lease.
+func (s *Store) liveLocked(id state.LeaseID, now time.Time) (*memLease, error) {
 	l, ok := s.leases[id]
 	if !ok {
-		return ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
+		return nil, ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
 	}
 	if !now.Before(l.deadline) {
-		return ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
+		return nil, ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
 	}
-	return nil
+	return l, nil
 }
 
 // Grant creates a lease that expires ttl after its last KeepAlive. Lease IDs
@@ -94,12 +100,9 @@ func (s *Store) KeepAlive(ctx context.Context, id state.LeaseID) error {
 	now := time.Now()
 	s.lmu.Lock()
 	defer s.lmu.Unlock()
-	l, ok := s.leases[id]
-	if !ok {
-		return ferry.Errorf(ferry.ENOTFOUND, "lease %d not found", id)
-	}
-	if !now.Before(l.deadline) {
-		return ferry.Errorf(ferry.ENOTFOUND, "lease %d expired", id)
+	l, err := s.liveLocked(id, now)
+	if err != nil {
+		return err
 	}
 	l.deadline = now.Add(l.ttl)
 	return nil
