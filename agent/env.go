@@ -54,7 +54,11 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 				"FERRY_RELEASE="+id,
 				"FERRY_PROCESS="+p.Name,
 				"FERRY_INSTANCE="+strconv.Itoa(k),
+				"FERRY_HOST="+r.a.cfg.Name,
 			)
+			if want.Group != "" {
+				env = append(env, "FERRY_GROUP="+want.Group)
+			}
 			specs = append(specs, supervise.Spec{
 				Process:     p.Name,
 				N:           k,

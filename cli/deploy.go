@@ -36,9 +36,12 @@ func newDeploy(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "deploy APP [VERSION] --to GROUP",
 		Short: "Roll a release of an app out to a group of hosts",
-		Long: `Deploy makes a release of APP from a published artifact (VERSION: an
-artifact version or sha256; default the newest), or redeploys --release vN,
-and rolls it out to GROUP's hosts:
+		Long: `Deploy makes a release of APP — a published artifact with the app's newest
+config — or redeploys --release vN, and rolls it out to GROUP's hosts.
+VERSION is an artifact version or sha256; without it, the artifact GROUP
+runs now (so a config change deploys like code), or the newest one for a
+group that runs none yet.
+
 
   --strategy all      every host at once
   --strategy rolling  --batch hosts at a time (2, or 25% of the group)
@@ -57,9 +60,9 @@ release healthy, 4 when it failed (naming the hosts and the failing check),
 for it). --detach prints the deployment id and returns at once.
 
 ` + watchNote,
-		Example: `  ferry deploy hello --to staging
-  ferry deploy hello v1.4.0 --to prod --strategy rolling --batch 25%
-  ferry deploy hello --to prod --strategy canary --canary 1   # then: ferry promote hello --to prod
+		Example: `  ferry deploy hello v1.4.0 --to prod --strategy rolling --batch 25%
+  ferry deploy hello --to prod      # the running artifact with the newest config
+  ferry deploy hello v1.5.0 --to prod --strategy canary --canary 1   # then: ferry promote hello --to prod
   ferry deploy hello --to prod --release v12 --wait-lock 5m
   ferry deploy hello v1.4.0 --to prod --detach -o json`,
 		Args: args(cobra.RangeArgs(1, 2)),

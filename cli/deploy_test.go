@@ -303,7 +303,7 @@ func TestDeployAgainstServer(t *testing.T) {
 
 	// Canary, then promote.
 	publish(t, c, "hello", "v3")
-	out, code = runCLI(t, "deploy", "hello", "--to", "prod", "--canary", "1", "--wait-lock", "30s")
+	out, code = runCLI(t, "deploy", "hello", "v3", "--to", "prod", "--canary", "1", "--wait-lock", "30s")
 	if code != 0 || !strings.Contains(out, "continue with: ferry promote hello --to prod") {
 		t.Fatalf("canary: exit %d:\n%s", code, out)
 	}

@@ -30,6 +30,7 @@ type App struct {
 	Artifact string            `json:"artifact"` // URL or plain path; the caller's fetch.Registry decides which schemes work
 	SHA256   string            `json:"sha256"`   // 64 lowercase hex digits
 	Release  string            `json:"release,omitempty"`
+	Group    string            `json:"group,omitempty"` // the group it was deployed to, as FERRY_GROUP
 	Env      map[string]string `json:"env,omitempty"`
 	Scale    map[string]int    `json:"scale,omitempty"`
 }
@@ -37,7 +38,7 @@ type App struct {
 // Equal reports whether a and o ask for the same thing. A nil map equals an
 // empty one, since both mean "nothing set".
 func (a App) Equal(o App) bool {
-	return a.Artifact == o.Artifact && a.SHA256 == o.SHA256 && a.Release == o.Release &&
+	return a.Artifact == o.Artifact && a.SHA256 == o.SHA256 && a.Release == o.Release && a.Group == o.Group &&
 		maps.Equal(a.Env, o.Env) && maps.Equal(a.Scale, o.Scale)
 }
 
@@ -73,6 +74,7 @@ type appYAML struct {
 	Artifact text             `yaml:"artifact"`
 	SHA256   text             `yaml:"sha256"`
 	Release  text             `yaml:"release"`
+	Group    text             `yaml:"group"`
 	Env      map[string]text  `yaml:"env"`
 	Scale    map[string]count `yaml:"scale"`
 }
@@ -112,6 +114,7 @@ func checkApp(name string, y appYAML) (App, error) {
 		Artifact: string(y.Artifact),
 		SHA256:   strings.ToLower(string(y.SHA256)),
 		Release:  string(y.Release),
+		Group:    string(y.Group),
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }

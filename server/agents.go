@@ -45,6 +45,7 @@ type hostDesired struct {
 type desiredEntry struct {
 	Release int    `json:"release"`
 	SHA256  string `json:"sha256"`
+	Group   string `json:"group,omitempty"` // whose config the release runs with
 }
 
 func (d hostDesired) names(sum string) bool {
@@ -135,13 +136,25 @@ func (s *Server) setDesiredMany(ctx context.Context, hosts []string, app string,
 	return nil
 }
 
-// doc renders a host's desired state for its agent.
-func (s *Server) doc(d hostDesired) desired.Doc {
+// doc renders a host's desired state for its agent: each release with the
+// config it was made with, as its group sees it, secrets opened. Only this
+// host's agent asks for it, over TLS.
+func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
 	doc := desired.Doc{Apps: map[string]desired.App{}}
 	for app, e := range d.Apps {
-		doc.Apps[app] = desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release)}
+		a := desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release), Group: e.Group}
+		var rel api.Release
+		if _, err := s.getJSON(ctx, releaseKey(app, e.Release), &rel); err != nil {
+			return doc, err
+		}
+		env, err := s.envFor(ctx, app, rel.ConfigRev, e.Group)
+		if err != nil {
+			return doc, err
+		}
+		a.Env = env
+		doc.Apps[app] = a
 	}
-	return doc
+	return doc, nil
 }
 
 // join registers a host with a join token and answers its credential. A
@@ -204,7 +217,7 @@ func (s *Server) converge(ctx context.Context, h hostRecord) error {
 		if err := json.Unmarshal(kv.Value, &g); err != nil {
 			return fmt.Errorf("state: %s: %w", kv.Key, err)
 		}
-		if _, err := s.setDesired(ctx, h.Name, app, desiredEntry{Release: g.Release, SHA256: g.SHA256}); err != nil {
+		if _, err := s.setDesired(ctx, h.Name, app, desiredEntry{Release: g.Release, SHA256: g.SHA256, Group: group}); err != nil {
 			return err
 		}
 	}
@@ -246,8 +259,12 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) e
 			return fmt.Errorf("state: desired %s: %w", p.Host, err)
 		}
 	}
+	doc, err := s.doc(ctx, d)
+	if err != nil {
+		return err
+	}
 	w.Header().Set(api.IndexHeader, fmt.Sprint(idx))
-	return writeJSON(w, http.StatusOK, api.Desired{Index: uint64(idx), Doc: s.doc(d)})
+	return writeJSON(w, http.StatusOK, api.Desired{Index: uint64(idx), Doc: doc})
 }
 
 // report stores what an agent says about its host.

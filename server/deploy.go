@@ -198,8 +198,19 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 	if err != nil {
 		return rel, err
 	}
+	want := req.SHA256
+	if want == "" && req.Version == "" {
+		// No version: the artifact the group runs, with the newest config
+		// (a config change deploys like code); the newest artifact for a
+		// group that runs none yet.
+		var g groupRelease
+		if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+			return rel, err
+		}
+		want = g.SHA256
+	}
 	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool {
-		return a.App != req.App || (req.SHA256 != "" && a.SHA256 != req.SHA256) || (req.Version != "" && a.Version != req.Version)
+		return a.App != req.App || (want != "" && a.SHA256 != want) || (req.Version != "" && a.Version != req.Version)
 	})
 	if len(arts) == 0 {
 		switch {
@@ -211,15 +222,19 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		return rel, ferry.Errorf(ferry.ENOTFOUND, "no app %s: ferry publish an artifact of it first", req.App)
 	}
 	art := slices.MaxFunc(arts, func(a, b api.Artifact) int { return a.Uploaded.Compare(b.Uploaded) })
+	configRev, err := s.configHeadRev(ctx, req.App)
+	if err != nil {
+		return rel, err
+	}
 	for {
 		rels, err := listJSON[api.Release](ctx, s.st, prefixRels+req.App+"/")
 		if err != nil {
 			return rel, err
 		}
-		if i := slices.IndexFunc(rels, func(r api.Release) bool { return r.SHA256 == art.SHA256 && r.ConfigRev == 0 }); i >= 0 {
+		if i := slices.IndexFunc(rels, func(r api.Release) bool { return r.SHA256 == art.SHA256 && r.ConfigRev == configRev }); i >= 0 {
 			return rels[i], s.checkBlob(ctx, rels[i])
 		}
-		rel = api.Release{App: req.App, Number: len(rels) + 1, SHA256: art.SHA256, Version: art.Version, Created: time.Now().UTC(), By: p.who()}
+		rel = api.Release{App: req.App, Number: len(rels) + 1, SHA256: art.SHA256, Version: art.Version, ConfigRev: configRev, Created: time.Now().UTC(), By: p.who()}
 		if len(rels) > 0 {
 			rel.Number = rels[len(rels)-1].Number + 1
 		}

@@ -71,7 +71,7 @@ func (s *Server) succeed(ctx context.Context, rec *deployRecord) error {
 				late = append(late, h.Name)
 			}
 		}
-		if err := s.setDesiredMany(ctx, late, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256}); err != nil {
+		if err := s.setDesiredMany(ctx, late, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}); err != nil {
 			return err
 		}
 	}

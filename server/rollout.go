@@ -261,7 +261,7 @@ func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
 	for _, hr := range rec.Hosts {
 		last = max(last, hr.Batch)
 	}
-	target := desiredEntry{Release: rec.Release, SHA256: rec.SHA256}
+	target := desiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}
 	for b := 0; b <= last; b++ {
 		if rec.Strategy == api.StrategyCanary && b == 1 {
 			if err := s.waitPromote(ctx, rec); err != nil {

@@ -57,10 +57,14 @@ type Config struct {
 	State           state.Store // default: bolt at Data/state.db (closed by Run)
 	// Leader elects the one server that drives rollouts when several share
 	// State (etcd); nil means this server is the only one.
-	Leader        Leader
-	Store         store.Store   // default: directory Data/artifacts
-	HostLostAfter time.Duration // default 30s
-	Logger        *slog.Logger
+	Leader Leader
+	// SecretsKeyFile holds the age identity that seals config secrets
+	// (default Data/secrets.key, made on first start; $FERRY_SECRETS_KEY
+	// overrides both). Servers sharing one state need the same key.
+	SecretsKeyFile string
+	Store          store.Store   // default: directory Data/artifacts
+	HostLostAfter  time.Duration // default 30s
+	Logger         *slog.Logger
 }
 
 // Server is a running control server.
@@ -78,6 +82,8 @@ type Server struct {
 	mux        *http.ServeMux
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
+	sealer        *sealer  // config secrets at rest
+	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
 
 	mu       sync.Mutex
 	leadCtx  context.Context   // while this server leads; nil otherwise
@@ -136,6 +142,9 @@ func New(cfg Config) (s *Server, err error) {
 		s.url = "https://" + advertiseHost(s.ln.Addr())
 	}
 	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	if s.sealer, err = loadSealer(cfg.SecretsKeyFile, cfg.Data); err != nil {
 		return nil, err
 	}
 	if err := s.bootstrap(context.Background()); err != nil {

@@ -221,7 +221,7 @@ func TestFailureRollsBack(t *testing.T) {
 
 	ts.publish("web", "2.0.0")
 	var d2 api.Deployment
-	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Batch: "1"}, &d2)
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Version: "2.0.0", Batch: "1"}, &d2)
 	d2 = ts.waitDeployment(d2.ID, "rolled back", func(d api.Deployment) bool { return d.State != api.DeployRunning })
 	want := "web-1: release v2: web.1 is crash-looping: exited with code 1"
 	if d2.State != api.DeployRolledBack || !strings.Contains(d2.Error, want) {
@@ -376,7 +376,7 @@ func TestCanaryPromote(t *testing.T) {
 	// ferry rollback goes back to the last release healthy everywhere.
 	ts.publish("web", "2.0.0")
 	var d2 api.Deployment
-	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Strategy: "all"}, &d2)
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Version: "2.0.0", Strategy: "all"}, &d2)
 	ts.waitDeployment(d2.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
 	var rb api.Deployment
 	ts.must(201, "POST", api.PathRollback, ts.admin, api.RollbackRequest{App: "web", Group: "prod"}, &rb)
