@@ -198,6 +198,17 @@ func TestConvergeOnlyChangedApps(t *testing.T) {
 		t.Errorf("beta's current is %s, want its second release", cur)
 	}
 
+	// A config change alone (same artifact, new env) restarts the app's
+	// processes with the new environment.
+	writeDesired(t, desiredPath, "apps:\n"+entry("alpha", a1, s1, "    env: {GREETING: bonjour}\n")+entry("beta", b2, sb2, ""))
+	ta.until("alpha restarted with its new config", 20*time.Second, func(st *State) bool {
+		if !running("alpha", s1, 2)(st) || fmt.Sprint(pids(st.Apps["alpha"])) == fmt.Sprint(alphaPids) {
+			return false
+		}
+		log, _ := os.ReadFile(filepath.Join(root, AppsDir, "alpha", "logs", "web.1.log"))
+		return strings.Contains(string(log), "greeting=bonjour")
+	})
+
 	// Dropping an app from the document stops it and keeps its releases.
 	writeDesired(t, desiredPath, "apps:\n"+entry("alpha", a1, s1, "    env: {GREETING: hello}\n"))
 	st = ta.until("beta stopped", 20*time.Second, func(st *State) bool {
