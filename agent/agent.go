@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,10 @@ type Config struct {
 	// StopOnExit stops the apps when Run returns, instead of leaving them
 	// for the next agent: for ferry dev, where nothing comes next.
 	StopOnExit bool
+	// TrustedKeys, when set, are the only keys whose signed releases the
+	// agent runs; it refuses an unsigned release, or one signed by another
+	// key, says why, and keeps running what it runs.
+	TrustedKeys []ed25519.PublicKey
 }
 
 // Agent converges one host to its desired state.

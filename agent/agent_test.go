@@ -53,9 +53,13 @@ type testAgent struct {
 	done    chan error
 }
 
-func startAgent(t *testing.T, root, desiredPath string) *testAgent {
+func startAgent(t *testing.T, root, desiredPath string, mod ...func(*Config)) *testAgent {
 	t.Helper()
-	a, err := New(Config{Root: root, Desired: desiredPath, MinUptime: 50 * time.Millisecond, Backoff: supervise.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}})
+	cfg := Config{Root: root, Desired: desiredPath, MinUptime: 50 * time.Millisecond, Backoff: supervise.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/ferrydeploy/ferry/health"
 	"github.com/ferrydeploy/ferry/hook"
 	"github.com/ferrydeploy/ferry/install"
+	"github.com/ferrydeploy/ferry/signature"
 	"github.com/ferrydeploy/ferry/spec"
 	"github.com/ferrydeploy/ferry/supervise"
 )
@@ -180,6 +182,11 @@ func (r *appRunner) apply(want *desired.App) error {
 	}
 	if cur.Rejected != nil && cur.Rejected.Equal(*want) {
 		return nil
+	}
+	if err := r.checkSigned(want); err != nil {
+		r.state(func(as *AppState) { as.State, as.Error, as.Rejected = AppFailed, err.Error(), want })
+		r.a.log.Error("release refused", "app", r.name, "err", err)
+		return nil // the same document will not verify on a retry
 	}
 	return r.deploy(want)
 }
@@ -490,6 +497,23 @@ func checkScale(app *ferry.App, scale map[string]int) error {
 		if !slices.Contains(names, name) {
 			return ferry.Errorf(ferry.EINVALID, "scale: app %s has no process %q (it has: %s)", app.Name, name, strings.Join(names, ", "))
 		}
+	}
+	return nil
+}
+
+// checkSigned refuses want unless one of its signatures, by a trusted key,
+// covers its record, when the agent trusts only some keys.
+func (r *appRunner) checkSigned(want *desired.App) error {
+	if len(r.a.cfg.TrustedKeys) == 0 {
+		return nil
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(want.Release, "v"))
+	if err != nil {
+		return fmt.Errorf("release %q refused: only signed releases run here, and its label is no release number", want.Release)
+	}
+	msg := signature.ReleaseMessage(r.name, n, want.SHA256, want.ConfigRev)
+	if err := signature.Verify(r.a.cfg.TrustedKeys, msg, want.Signatures); err != nil {
+		return fmt.Errorf("release %s refused: %v; the running release stays", want.Release, err)
 	}
 	return nil
 }

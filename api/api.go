@@ -5,7 +5,7 @@
 // Errors are {"error": {"code": "...", "message": "..."}} with the code one
 // of ferry's error kinds; the HTTP status follows from it (invalid 400,
 // unauthorized 401, forbidden 403, not_found 404, locked 409, unhealthy
-// 422, internal 500). Every request but /v1/agent/join carries
+// 422, unavailable 503, internal 500). Every request but /v1/agent/join carries
 // "Authorization: Bearer TOKEN".
 package api
 
@@ -14,29 +14,31 @@ import (
 
 	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/signature"
 )
 
 // Paths. {sha256}, {app}, {id}, {group} are path values.
 const (
-	PathArtifacts   = "/v1/artifacts"                // POST upload (body: the artifact; header SHA256Header); GET list
-	PathArtifact    = "/v1/artifacts/{sha256}"       // HEAD exists?; GET download (agents too)
-	PathApps        = "/v1/apps"                     // GET []App
-	PathReleases    = "/v1/apps/{app}/releases"      // GET []Release
-	PathDeployments = "/v1/deployments"              // POST DeployRequest → Deployment; GET ?app=&group= → []Deployment
-	PathDeployment  = "/v1/deployments/{id}"         // GET ?index=N&wait=30s (blocking) → Deployment
-	PathPromote     = "/v1/deployments/{id}/promote" // POST → Deployment
-	PathRollback    = "/v1/rollback"                 // POST RollbackRequest → Deployment
-	PathStatus      = "/v1/status"                   // GET ?app= → Status
-	PathTokens      = "/v1/tokens"                   // POST TokenRequest → TokenCreated; GET → []Token
-	PathToken       = "/v1/tokens/{id}"              // DELETE (revoke)
-	PathJoinTokens  = "/v1/join-tokens"              // POST JoinTokenRequest → TokenCreated
-	PathLocks       = "/v1/locks"                    // GET → []Lock
-	PathLock        = "/v1/locks/{app}/{group}"      // DELETE (admin: break)
-	PathAudit       = "/v1/audit"                    // GET → []AuditEvent
-	PathAgentJoin   = "/v1/agent/join"               // POST JoinRequest (no bearer; the join token is in the body) → JoinResponse
-	PathDesired     = "/v1/agent/desired"            // GET ?index=N&wait=5m → Desired (agent credential)
-	PathReport      = "/v1/agent/report"             // POST Report (agent credential) → 204
-	PathHealth      = "/healthz"                     // GET, no auth
+	PathArtifacts   = "/v1/artifacts"                          // POST upload (body: the artifact; header SHA256Header); GET list
+	PathArtifact    = "/v1/artifacts/{sha256}"                 // HEAD exists?; GET download (agents too)
+	PathApps        = "/v1/apps"                               // GET []App
+	PathReleases    = "/v1/apps/{app}/releases"                // GET []Release; POST ReleaseRequest → Release (made or found, not deployed)
+	PathSignatures  = "/v1/apps/{app}/releases/{n}/signatures" // POST signature.Signature → Release
+	PathDeployments = "/v1/deployments"                        // POST DeployRequest → Deployment; GET ?app=&group= → []Deployment
+	PathDeployment  = "/v1/deployments/{id}"                   // GET ?index=N&wait=30s (blocking) → Deployment
+	PathPromote     = "/v1/deployments/{id}/promote"           // POST → Deployment
+	PathRollback    = "/v1/rollback"                           // POST RollbackRequest → Deployment
+	PathStatus      = "/v1/status"                             // GET ?app= → Status
+	PathTokens      = "/v1/tokens"                             // POST TokenRequest → TokenCreated; GET → []Token
+	PathToken       = "/v1/tokens/{id}"                        // DELETE (revoke)
+	PathJoinTokens  = "/v1/join-tokens"                        // POST JoinTokenRequest → TokenCreated
+	PathLocks       = "/v1/locks"                              // GET → []Lock
+	PathLock        = "/v1/locks/{app}/{group}"                // DELETE (admin: break)
+	PathAudit       = "/v1/audit"                              // GET → []AuditEvent
+	PathAgentJoin   = "/v1/agent/join"                         // POST JoinRequest (no bearer; the join token is in the body) → JoinResponse
+	PathDesired     = "/v1/agent/desired"                      // GET ?index=N&wait=5m → Desired (agent credential)
+	PathReport      = "/v1/agent/report"                       // POST Report (agent credential) → 204
+	PathHealth      = "/healthz"                               // GET, no auth
 )
 
 // SHA256Header carries an upload's digest; the server verifies it.
@@ -98,6 +100,16 @@ type Release struct {
 	By        string    `json:"by"`
 	// Outcome of its last deployment: "", deploying, healthy, failed, rolled-back.
 	Outcome string `json:"outcome,omitempty"`
+	// Signatures of the release record (signature.ReleaseMessage).
+	Signatures []signature.Signature `json:"signatures,omitempty"`
+}
+
+// ReleaseRequest selects an artifact (as a deploy does) to make a release
+// of, with the app's newest config, without deploying it: to sign it first.
+type ReleaseRequest struct {
+	Group   string `json:"group,omitempty"`
+	Version string `json:"version,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`
 }
 
 // Strategies.

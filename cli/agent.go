@@ -21,6 +21,7 @@ import (
 
 	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/logfile"
+	"github.com/ferrydeploy/ferry/signature"
 )
 
 // DefaultAgentRoot is where an agent keeps apps, cache and state.
@@ -33,6 +34,7 @@ func newAgent(env Env) *cobra.Command {
 		logLevel      string
 		server, join  string
 		caSHA256      string
+		trustedKeys   string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -92,6 +94,11 @@ no request is dropped. The desired-state document:
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
+			if trustedKeys != "" {
+				if cfg.TrustedKeys, err = signature.LoadTrusted(trustedKeys); err != nil {
+					return usageError{fmt.Errorf("--trusted-keys: %w", err)}
+				}
+			}
 			if cfg.Desired == "" {
 				if err := serverMode(cmd.Context(), &cfg, server, join, caSHA256); err != nil {
 					return err
@@ -120,6 +127,7 @@ no request is dropped. The desired-state document:
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "this host's name in status (default: the hostname)")
+	f.StringVar(&trustedKeys, "trusted-keys", "", "run only releases signed by a key in this file (.pub lines of ferry keygen)")
 	f.StringVar(&cfg.Root, "root", DefaultAgentRoot, "directory for apps, cache, logs and state")
 	f.StringVar(&cfg.Desired, "desired", "", "desired state: file path or http(s) URL")
 	f.StringVar(&server, "server", "", "control server URL (https://HOST:7400); the agent joins it once and keeps its credential in ROOT")

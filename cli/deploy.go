@@ -29,6 +29,7 @@ watching, not the rollout; ferry status APP shows where it is.`
 func newDeploy(env Env) *cobra.Command {
 	var (
 		group, strategy, batch, release, output string
+		signKey                                 string
 		canary                                  int
 		healthTimeout, waitLock                 time.Duration
 		noAutoRollback, detach                  bool
@@ -64,6 +65,7 @@ for it). --detach prints the deployment id and returns at once.
   ferry deploy hello --to prod      # the running artifact with the newest config
   ferry deploy hello v1.5.0 --to prod --strategy canary --canary 1   # then: ferry promote hello --to prod
   ferry deploy hello --to prod --release v12 --wait-lock 5m
+  ferry deploy hello v1.4.0 --to prod --sign ~/.ferry/release.key
   ferry deploy hello v1.4.0 --to prod --detach -o json`,
 		Args: args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -102,6 +104,12 @@ for it). --detach prints the deployment id and returns at once.
 			if err != nil {
 				return err
 			}
+			if signKey != "" {
+				if req.Release, err = signedRelease(cmd.Context(), env, c, signKey, req); err != nil {
+					return err
+				}
+				req.Version, req.SHA256 = "", ""
+			}
 			d, err := c.Deploy(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -118,6 +126,7 @@ for it). --detach prints the deployment id and returns at once.
 	f.BoolVar(&noAutoRollback, "no-auto-rollback", false, "on failure, stop but leave the touched hosts on the new release")
 	f.DurationVar(&waitLock, "wait-lock", 0, "wait this long for another deployment of APP to GROUP to end, instead of exiting 3")
 	f.StringVar(&release, "release", "", "redeploy an existing release (vN) instead of making one")
+	f.StringVar(&signKey, "sign", "", "sign the release with this key (ferry keygen) before deploying it")
 	f.BoolVar(&detach, "detach", false, "print the deployment id and return; the rollout goes on")
 	addOutputFlag(cmd, &output)
 	return cmd

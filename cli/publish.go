@@ -11,11 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/devrun"
 )
 
 func newPublish(env Env) *cobra.Command {
-	var output string
+	var output, signKey string
 	cmd := &cobra.Command{
 		Use:   "publish [ARTIFACT]",
 		Short: "Upload an artifact to the server",
@@ -23,10 +24,13 @@ func newPublish(env Env) *cobra.Command {
 dist/*.tar.zst in the current directory) and registers it with the server,
 which reads its app and version from inside it. When the server already has
 an artifact with the same sha256 nothing is sent. A progress bar shows on
-stderr when it is a terminal.`,
+stderr when it is a terminal. --sign KEY also makes the release of this
+artifact with the app's newest config and signs it, for agents that run
+only signed releases (deploy it with --release vN).`,
 		Example: `  ferry publish
   ferry publish dist/hello-v1.4.0.tar.zst
-  ferry publish -o json dist/hello-v1.4.0.tar.zst`,
+  ferry publish -o json dist/hello-v1.4.0.tar.zst
+  ferry publish dist/hello-v1.4.0.tar.zst --sign ~/.ferry/release.key`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if err := checkOutput(output); err != nil {
@@ -52,6 +56,11 @@ stderr when it is a terminal.`,
 			if err != nil {
 				return err
 			}
+			if signKey != "" {
+				if _, err := signedRelease(cmd.Context(), env, c, signKey, api.DeployRequest{App: art.App, SHA256: art.SHA256}); err != nil {
+					return err
+				}
+			}
 			if output == "json" {
 				return writeJSON(env.Stdout, art)
 			}
@@ -68,6 +77,7 @@ stderr when it is a terminal.`,
 		},
 	}
 	addOutputFlag(cmd, &output)
+	cmd.Flags().StringVar(&signKey, "sign", "", "make this artifact's release and sign it with this key (ferry keygen)")
 	return cmd
 }
 

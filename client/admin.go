@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/signature"
 )
 
 // Status returns hosts × apps as the agents last reported; app "" is all.
@@ -80,5 +81,20 @@ func (c *Client) BreakLock(ctx context.Context, app, group string) error {
 func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditEvent, error) {
 	var out []api.AuditEvent
 	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, query: url.Values{"limit": {strconv.Itoa(limit)}}, out: &out})
+	return out, err
+}
+
+// MakeRelease makes (or finds) the release a deploy with these selectors
+// would, without deploying it.
+func (c *Client) MakeRelease(ctx context.Context, app string, req api.ReleaseRequest) (api.Release, error) {
+	var out api.Release
+	_, err := c.do(ctx, call{method: http.MethodPost, path: path(api.PathReleases, app), body: req, out: &out})
+	return out, err
+}
+
+// SignRelease attaches sig to release n of app.
+func (c *Client) SignRelease(ctx context.Context, app string, n int, sig signature.Signature) (api.Release, error) {
+	var out api.Release
+	_, err := c.do(ctx, call{method: http.MethodPost, path: path(api.PathSignatures, app, strconv.Itoa(n)), body: sig, out: &out})
 	return out, err
 }

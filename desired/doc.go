@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/signature"
 )
 
 // Doc is the desired state of one host. An app absent from Apps should not
@@ -27,18 +28,23 @@ type Doc struct {
 
 // App is one app the host should run.
 type App struct {
-	Artifact string            `json:"artifact"` // URL or plain path; the caller's fetch.Registry decides which schemes work
-	SHA256   string            `json:"sha256"`   // 64 lowercase hex digits
-	Release  string            `json:"release,omitempty"`
-	Group    string            `json:"group,omitempty"` // the group it was deployed to, as FERRY_GROUP
-	Env      map[string]string `json:"env,omitempty"`
-	Scale    map[string]int    `json:"scale,omitempty"`
+	Artifact string `json:"artifact"` // URL or plain path; the caller's fetch.Registry decides which schemes work
+	SHA256   string `json:"sha256"`   // 64 lowercase hex digits
+	Release  string `json:"release,omitempty"`
+	Group    string `json:"group,omitempty"` // the group it was deployed to, as FERRY_GROUP
+	// ConfigRev and Signatures come from the server's release record, for
+	// an agent that runs only signed releases (signature.ReleaseMessage).
+	ConfigRev  int                   `json:"config_rev,omitempty"`
+	Signatures []signature.Signature `json:"signatures,omitempty"`
+	Env        map[string]string     `json:"env,omitempty"`
+	Scale      map[string]int        `json:"scale,omitempty"`
 }
 
 // Equal reports whether a and o ask for the same thing. A nil map equals an
 // empty one, since both mean "nothing set".
 func (a App) Equal(o App) bool {
 	return a.Artifact == o.Artifact && a.SHA256 == o.SHA256 && a.Release == o.Release && a.Group == o.Group &&
+		a.ConfigRev == o.ConfigRev && slices.Equal(a.Signatures, o.Signatures) &&
 		maps.Equal(a.Env, o.Env) && maps.Equal(a.Scale, o.Scale)
 }
 
@@ -77,6 +83,12 @@ type appYAML struct {
 	Group    text             `yaml:"group"`
 	Env      map[string]text  `yaml:"env"`
 	Scale    map[string]count `yaml:"scale"`
+	// ConfigRev and Signatures, for an agent with trusted keys.
+	ConfigRev  count `yaml:"config_rev"`
+	Signatures []struct {
+		Key text `yaml:"key"`
+		Sig text `yaml:"sig"`
+	} `yaml:"signatures"`
 }
 
 // Parse reads a desired-state document, YAML or JSON. Unknown fields are
@@ -115,6 +127,10 @@ func checkApp(name string, y appYAML) (App, error) {
 		SHA256:   strings.ToLower(string(y.SHA256)),
 		Release:  string(y.Release),
 		Group:    string(y.Group),
+	}
+	a.ConfigRev = int(y.ConfigRev)
+	for _, sg := range y.Signatures {
+		a.Signatures = append(a.Signatures, signature.Signature{Key: string(sg.Key), Sig: string(sg.Sig)})
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }

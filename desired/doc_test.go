@@ -73,7 +73,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	tests := []struct{ doc, want string }{
 		{"aps: {}\n", `aps: unknown field "aps" (a document has only apps) (line 1)`},
-		{app("    artifcat: x\n"), `apps.web.artifcat: unknown field "artifcat" (an app has artifact, sha256, release, env and scale) (line 5)`},
+		{app("    artifcat: x\n"), `apps.web.artifcat: unknown field "artifcat" (an app has artifact, sha256, release, group, env, scale, config_rev and signatures) (line 5)`},
 		{"apps:\n  web:\n    sha256: " + sum + "\n", "apps.web.artifact: missing"},
 		{"apps:\n  web:\n    artifact: x\n", "apps.web.sha256: missing"},
 		{"apps:\n  web:\n", "apps.web.artifact: missing"},

@@ -101,7 +101,7 @@ func explain(b []byte, err error) error {
 		case 0:
 			msg += " (a document has only apps)"
 		case 2:
-			msg += " (an app has artifact, sha256, release, env and scale)"
+			msg += " (an app has artifact, sha256, release, group, env, scale, config_rev and signatures)"
 		}
 	}
 	if path == "" {

@@ -151,7 +151,7 @@ func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
 		if err != nil {
 			return doc, err
 		}
-		a.Env = env
+		a.Env, a.ConfigRev, a.Signatures = env, rel.ConfigRev, rel.Signatures
 		doc.Apps[app] = a
 	}
 	return doc, nil

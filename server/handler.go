@@ -34,6 +34,8 @@ func (s *Server) routes() {
 	h("GET "+api.PathArtifact, roleAny, s.download)
 	h("GET "+api.PathApps, api.RoleViewer, s.listApps)
 	h("GET "+api.PathReleases, api.RoleViewer, s.listReleases)
+	h("POST "+api.PathReleases, api.RoleDeployer, s.makeRelease)
+	h("POST "+api.PathSignatures, api.RoleDeployer, s.addSignature)
 	h("POST "+api.PathDeployments, api.RoleDeployer, s.deploy)
 	h("GET "+api.PathDeployments, api.RoleViewer, s.listDeployments)
 	h("GET "+api.PathDeployment, api.RoleViewer, s.getDeployment)
