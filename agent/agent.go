@@ -486,7 +486,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	tick := time.NewTicker(a.cfg.ReportEvery)
 	defer tick.Stop()
 	for {
-		if err := a.cfg.Report(ctx, a.Snapshot()); err != nil && ctx.Err() == nil {
+		if err := a.cfg.Report(ctx, a.Snapshot().Redacted()); err != nil && ctx.Err() == nil {
 			a.log.Warn("report to server", "err", err)
 		}
 		select {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/desired"
 	"github.com/ferrydeploy/ferry/fsutil"
 	"github.com/ferrydeploy/ferry/supervise"
 )
@@ -190,6 +191,14 @@ func TestConvergeOnlyChangedApps(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(root, AppsDir, "alpha", "env", st.Apps["alpha"].Release)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("rendered env file: %v %v", fi, err)
+	}
+	// Config values (secrets among them) stay on the host: masked in what
+	// the agent shows and reports, and state.json is 0600 like env files.
+	if spec := st.Apps["alpha"].Spec; spec == nil || spec.Env["GREETING"] != desired.Masked {
+		t.Errorf("agent status shows the app's config: %+v", spec)
+	}
+	if fi, err := os.Stat(filepath.Join(root, StateFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("state.json: %v %v; want mode 0600", fi, err)
 	}
 
 	writeDesired(t, desiredPath, "apps:\n"+entry("alpha", a1, s1, "    env: {GREETING: hello}\n")+entry("beta", b2, sb2, ""))

@@ -87,5 +87,33 @@ func writeState(root string, st *State) error {
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFile(filepath.Join(root, StateFile), append(b, '\n'), 0o644)
+	// 0600: it holds the apps' config, secrets included, as the release
+	// env files do; what leaves the host is Redacted.
+	return fsutil.WriteFile(filepath.Join(root, StateFile), append(b, '\n'), 0o600)
+}
+
+// Redacted is st with every config value masked, for what leaves the host
+// or is shown (reports, agent status): the apps' config may hold secrets,
+// which only the release env files and state.json (both 0600) keep.
+func (st *State) Redacted() *State {
+	out := *st
+	out.Apps = make(map[string]*AppState, len(st.Apps))
+	for name, as := range st.Apps {
+		c := *as
+		c.Spec, c.Rejected = redactApp(as.Spec), redactApp(as.Rejected)
+		out.Apps[name] = &c
+	}
+	return &out
+}
+
+func redactApp(a *desired.App) *desired.App {
+	if a == nil || len(a.Env) == 0 {
+		return a
+	}
+	c := *a
+	c.Env = make(map[string]string, len(a.Env))
+	for k := range a.Env {
+		c.Env[k] = desired.Masked
+	}
+	return &c
 }

@@ -30,7 +30,7 @@ func (a *Agent) serveStatus() (io.Closer, error) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(a.Snapshot())
+		enc.Encode(a.Snapshot().Redacted())
 	})
 	mux.HandleFunc("POST /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
 		if a.cfg.Self == "" {

@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/ferrydeploy/ferry/desired"
+)
 
 // Config paths.
 const (
@@ -10,7 +14,7 @@ const (
 )
 
 // Masked is what a secret's value reads as, everywhere it is shown.
-const Masked = "••••"
+const Masked = desired.Masked
 
 // ConfigChange is one change to an app's config: it makes a new revision.
 // Group "" changes the app-wide values, which every group inherits and may

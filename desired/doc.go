@@ -20,6 +20,9 @@ import (
 	"github.com/ferrydeploy/ferry/signature"
 )
 
+// Masked stands for a config value wherever one is shown outside the host.
+const Masked = "••••"
+
 // Doc is the desired state of one host. An app absent from Apps should not
 // run there; an empty Doc means run nothing.
 type Doc struct {
