@@ -52,7 +52,7 @@ func TestTrustedKeys(t *testing.T) {
 	}{
 		{"unsigned", signed(a2, s2, 2, nil), "release v2 refused: it is unsigned"},
 		{"signed by another key", signed(a2, s2, 2, []signature.Signature{signature.Sign(mallory, msg(2, s2))}), "signed only by keys this host does not trust"},
-		{"ops's signature of another release", signed(a2, s2, 2, []signature.Signature{signature.Sign(ops, msg(1, s1))}), "does not match the release"},
+		{"ops's signature of another release", signed(a2, s2, 2, []signature.Signature{signature.Sign(ops, msg(1, s1))}), "does not match it"},
 	} {
 		writeDesired(t, desiredPath, tc.doc)
 		st = ta.until(tc.name+" refused", 20*time.Second, func(st *State) bool {

@@ -1,15 +1,19 @@
 package cli
 
 import (
+	"context"
+	"crypto/ed25519"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/artifact"
 	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/manifest"
+	"github.com/ferrydeploy/ferry/signature"
 )
 
 func newApply(env Env) *cobra.Command {
@@ -18,6 +22,7 @@ func newApply(env Env) *cobra.Command {
 		maxBandwidth string
 		maxUnpacked  string
 		output       string
+		trustedKeys  string
 	)
 	cmd := &cobra.Command{
 		Use:   "apply MANIFEST|URL|-",
@@ -36,7 +41,11 @@ leaves dest as it was. With "-", stdin holds a manifest, its URL (a Serf user
 event payload) or a Consul event array (consul watch -type event), so ferry
 apply - works as a Consul watch or Serf event handler.
 
-The manifest may use {{ env "NAME" "default" }} and {{ must_env "NAME" }}.`,
+The manifest may use {{ env "NAME" "default" }} and {{ must_env "NAME" }}.
+
+With --trusted-keys FILE, apply runs only a manifest signed by one of the
+keys in FILE: the signature file (ferry sign) is MANIFEST.sig next to it, or
+URL.sig for a manifest read from a URL.`,
 		Example: `  ferry apply deploy.yml
   ferry apply https://example.com/hello/deploy.yml --retry 3 --retry-wait 5s
   ferry apply - < deploy.yml
@@ -65,9 +74,21 @@ The manifest may use {{ env "NAME" "default" }} and {{ must_env "NAME" }}.`,
 			opt.Output = env.Stderr
 			wd, _ := os.Getwd()
 			opt.HookDir = wd
+			var trusted []ed25519.PublicKey
+			if trustedKeys != "" {
+				var err error
+				if trusted, err = signature.LoadTrusted(trustedKeys); err != nil {
+					return usageError{fmt.Errorf("--trusted-keys: %w", err)}
+				}
+			}
 			b, from, err := manifest.Read(cmd.Context(), a[0], cmd.InOrStdin(), opt.Registry)
 			if err != nil {
 				return err
+			}
+			if trusted != nil {
+				if err := checkManifestSignature(cmd.Context(), opt.Registry, trusted, b, from); err != nil {
+					return err
+				}
 			}
 			m, err := manifest.Parse(b)
 			if err != nil {
@@ -99,6 +120,27 @@ The manifest may use {{ env "NAME" "default" }} and {{ must_env "NAME" }}.`,
 	f.DurationVar(&opt.RandomDelay, "random-delay", 0, "first sleep a random time up to this, to spread a fleet's downloads")
 	f.IntVar(&opt.Limits.MaxFiles, "max-files", artifact.DefaultLimits.MaxFiles, "reject archives with more entries")
 	f.StringVar(&maxUnpacked, "max-unpacked-size", "", "reject archives that unpack to more than this (default 8GiB)")
+	f.StringVar(&trustedKeys, "trusted-keys", "", "apply only a manifest signed by a key in this file (ferry keygen .pub lines)")
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// checkManifestSignature verifies the manifest read from "from" against
+// its .sig, which sits next to it.
+func checkManifestSignature(ctx context.Context, reg fetch.Registry, trusted []ed25519.PublicKey, b []byte, from string) error {
+	if from == "stdin" {
+		return usageError{fmt.Errorf("--trusted-keys: a manifest on stdin has no signature file; give its path or URL")}
+	}
+	sigBytes, _, err := manifest.Read(ctx, from+".sig", nil, reg)
+	if err != nil {
+		return ferry.WrapError(ferry.EINVALID, err, "manifest %s refused: no signature file %s.sig", from, from)
+	}
+	sigs, err := signature.ParseSigFile(sigBytes)
+	if err != nil {
+		return ferry.WrapError(ferry.EINVALID, err, "%s.sig", from)
+	}
+	if err := signature.Verify(trusted, signature.FileMessage(b), sigs); err != nil {
+		return ferry.Errorf(ferry.EINVALID, "manifest %s refused: %v; nothing was changed", from, err)
+	}
+	return nil
 }

@@ -142,3 +142,45 @@ func TestApplyFromStdinEvents(t *testing.T) {
 		t.Fatalf("empty consul array: exit %d %q", r.code, r.stderr)
 	}
 }
+
+// TestApplyTrustedKeys: with --trusted-keys, apply runs only a manifest
+// whose .sig holds a signature by a trusted key; anything else is refused
+// before dest is touched.
+func TestApplyTrustedKeys(t *testing.T) {
+	art, sum := buildHello(t, "v1")
+	keys := t.TempDir()
+	for _, k := range []string{"ops", "mallory"} {
+		if r := ferry(t, "", nil, "keygen", filepath.Join(keys, k)); r.code != 0 {
+			t.Fatalf("keygen %s: exit %d\n%s", k, r.code, r.stderr)
+		}
+	}
+	dest := filepath.Join(t.TempDir(), "hello")
+	m := writeManifest(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", art, sum, dest))
+	trusted := filepath.Join(keys, "ops.pub")
+	refused := func(why string) {
+		t.Helper()
+		r := ferry(t, "", nil, "apply", m, "--trusted-keys", trusted)
+		if r.code != 1 || !strings.Contains(r.stderr, why) {
+			t.Fatalf("apply: exit %d\n%s\nwant 1 and %q", r.code, r.stderr, why)
+		}
+		if _, err := os.Stat(dest); !os.IsNotExist(err) {
+			t.Fatalf("a refused manifest touched dest: %v", err)
+		}
+	}
+	refused("no signature file")
+	if r := ferry(t, "", nil, "sign", m, "--key", filepath.Join(keys, "mallory.key")); r.code != 0 {
+		t.Fatalf("sign: exit %d\n%s", r.code, r.stderr)
+	}
+	refused("signed only by keys this host does not trust")
+	if r := ferry(t, "", nil, "sign", m, "--key", filepath.Join(keys, "ops.key")); r.code != 0 {
+		t.Fatalf("sign: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := ferry(t, "", nil, "apply", m, "--trusted-keys", trusted); r.code != 0 || !strings.Contains(r.stdout, "is current") {
+		t.Fatalf("apply of a signed manifest: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A manifest changed after it was signed is refused.
+	b, _ := os.ReadFile(m)
+	os.WriteFile(m, append(b, []byte("keep_releases: 9\n")...), 0o644)
+	os.RemoveAll(dest)
+	refused("does not match it")
+}

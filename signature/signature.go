@@ -154,10 +154,36 @@ func Verify(trusted []ed25519.PublicKey, msg []byte, sigs []Signature) error {
 				if s.Valid(msg) {
 					return nil
 				}
-				return fmt.Errorf("its signature by trusted key %s does not match the release", KeyID(s.Key))
+				return fmt.Errorf("its signature by trusted key %s does not match it (something else was signed)", KeyID(s.Key))
 			}
 		}
 		others = append(others, KeyID(s.Key))
 	}
 	return fmt.Errorf("it is signed only by keys this host does not trust (%s)", strings.Join(others, ", "))
+}
+
+// FileMessage is the byte string a file's signature (FILE.sig, as ferry
+// sign writes it) covers: the file's sha256.
+func FileMessage(b []byte) []byte {
+	sum := sha256.Sum256(b)
+	return fmt.Appendf(nil, "ferry file v1\nsha256 %s\n", hex.EncodeToString(sum[:]))
+}
+
+// FormatSigLine is one line of a .sig file.
+func FormatSigLine(s Signature) string { return KeyType + " " + s.Key + " " + s.Sig + "\n" }
+
+// ParseSigFile reads the lines of a .sig file.
+func ParseSigFile(b []byte) ([]Signature, error) {
+	var out []Signature
+	for n, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if len(f) != 3 || f[0] != KeyType {
+			return nil, fmt.Errorf("line %d: want %q KEY SIGNATURE", n+1, KeyType)
+		}
+		out = append(out, Signature{Key: f[1], Sig: f[2]})
+	}
+	return out, nil
 }
