@@ -29,7 +29,8 @@ rolling back automatically when a host fails.
 --etcd-prefix: then any number of servers can share it, each serving the API
 and agents, and one of them, elected through etcd, drives the rollouts (another
 takes over within seconds when it dies). Give every such server the same TLS
-files (copy DIR/tls, or --tls-cert/--tls-key) and the same artifact store.
+files (copy DIR/tls, or --tls-cert/--tls-key), the same secrets key (copy
+DIR/secrets.key, or --secrets-key-file) and the same artifact store.
 'ferry server migrate' moves a single-server state into etcd.
 
 On first start it makes a TLS CA and certificate (DIR/tls; agents pin the CA
@@ -79,6 +80,7 @@ operator's own certificate instead.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "age identity that encrypts config secrets (default DATA/secrets.key, made on first start; $FERRY_SECRETS_KEY overrides)")
 	f.StringVar(&stateURL, "state", "", "state store: bolt:///path/state.db or etcd://HOST:2379,… (default bolt at DATA/state.db)")
 	ef.add(f)
 	cmd.AddCommand(newServerMigrate(env))

@@ -403,6 +403,42 @@ func TestFleet(t *testing.T) {
 		waitStatus(t, "web-4 converges to the group's v3", 20*time.Second, on("v3", "web-4"))
 	})
 
+	step("config and a secret", func(t *testing.T) {
+		const secret = "fleet-s3cret-value"
+		if r := ferry(t, "", []byte(secret+"\n"), "config", "set", "hello", "--group", group, "--secret", "API_KEY=-"); r.code != 0 {
+			t.Fatalf("config set --secret: exit %d\n%s", r.code, r.stderr)
+		}
+		r := must(t, 0, "config", "set", "hello", "--group", group, "LOG_LEVEL=debug", "--deploy")
+		if !strings.Contains(r.stdout, "healthy") {
+			t.Fatalf("config set --deploy:\n%s", r.stdout)
+		}
+		st := status(t)
+		for i, h := range three {
+			rel := st.host(h).Apps["hello"].Release
+			envFile := filepath.Join(agents[i].root, "apps", "hello", "env", rel)
+			b, err := os.ReadFile(envFile)
+			fi, _ := os.Stat(envFile)
+			if err != nil || !strings.Contains(string(b), `API_KEY="`+secret+`"`) || !strings.Contains(string(b), `LOG_LEVEL="debug"`) || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: env file %s (%v): %q; want the config, mode 0600", h, envFile, err, b)
+			}
+			if fi, err := os.Stat(filepath.Join(agents[i].root, "state.json")); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: state.json %v; want mode 0600", h, err)
+			}
+			log, _ := os.ReadFile(agents[i].log.Name())
+			if strings.Contains(string(log), secret) {
+				t.Errorf("%s's agent log holds the secret", h)
+			}
+		}
+		for _, args := range [][]string{{"status", "-o", "json"}, {"config", "list", "hello", "--group", group}, {"history", "-n", "0", "-o", "json"}, {"releases", "hello", "-o", "json"}} {
+			if r := must(t, 0, args...); strings.Contains(r.stdout, secret) {
+				t.Errorf("ferry %s shows the secret", strings.Join(args, " "))
+			}
+		}
+		if b, _ := os.ReadFile(srv.log); strings.Contains(string(b), secret) {
+			t.Error("the server's log holds the secret")
+		}
+	})
+
 	all := []string{"web-1", "web-2", "web-3", "web-4"}
 	step("agent killed mid-deploy", func(t *testing.T) {
 		type done struct {
