@@ -177,6 +177,13 @@ func TestEtcdControlPlane(t *testing.T) {
 		t.Fatalf("copy tls: %v: %s", err, out)
 	}
 	os.Symlink(filepath.Join(a.data, "artifacts"), filepath.Join(b, "artifacts"))
+	// Without the first server's secrets key the second refuses to start.
+	if r := cli("server", "--data", b, "--listen", net.JoinHostPort(fn.serverIP, "0"), "--state", "etcd://"+strings.Join(eps, ","), "--etcd-prefix", "/itest/"); r.code == 0 || !strings.Contains(r.stderr, "copy secrets.key from the first server") {
+		t.Fatalf("a second server without the secrets key: exit %d\n%s", r.code, r.stderr)
+	}
+	if out, err := exec.Command("cp", filepath.Join(a.data, "secrets.key"), b).CombinedOutput(); err != nil {
+		t.Fatalf("copy secrets.key: %v: %s", err, out)
+	}
 	s1 := startEtcdServer(t, "server-1", a.data, u.Host, eps)
 	s2 := startEtcdServer(t, "server-2", b, net.JoinHostPort(fn.serverIP, "0"), eps)
 	both := s1.url + "," + s2.url

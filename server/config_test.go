@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/state/bolt"
 )
 
 // TestConfigAndSecrets: revisions with inheritance and overrides, masked
@@ -155,4 +156,29 @@ func TestConfigAndSecrets(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(data, SecretsKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("secrets.key: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
+}
+
+// TestSecretsKeyMustMatch: servers sharing one state must share the
+// secrets key; one with another key refuses to start and says what to do.
+func TestSecretsKeyMustMatch(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	shared := func(c *Config) { c.State = st }
+	first := t.TempDir()
+	startServer(t, first, shared).stop()
+	second := t.TempDir()
+	_, err = New(Config{Data: second, Listen: "127.0.0.1:0", State: st})
+	if err == nil || !strings.Contains(err.Error(), "copy secrets.key from the first server") {
+		t.Fatalf("a server with another secrets key: %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(first, SecretsKeyFile))
+	os.WriteFile(filepath.Join(second, SecretsKeyFile), b, 0o600)
+	srv, err := New(Config{Data: second, Listen: "127.0.0.1:0", State: st})
+	if err != nil {
+		t.Fatalf("a server with the same key: %v", err)
+	}
+	srv.close()
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -119,4 +120,29 @@ func (k *sealer) sum(value string) string {
 	m := hmac.New(sha256.New, k.digest)
 	io.WriteString(m, value)
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// keySecretsRecipient names the key the state's secrets are sealed for.
+const keySecretsRecipient = "meta/secrets-recipient"
+
+// checkSealer makes sure every server sealing into this state holds the
+// same key: the first one to start records its recipient, and a server
+// with another key refuses to start instead of sealing secrets the others
+// cannot open (or failing to open theirs).
+func (s *Server) checkSealer(ctx context.Context) error {
+	mine := s.sealer.id.Recipient().String()
+	kv, err := s.st.Get(ctx, keySecretsRecipient)
+	if ferry.ErrorCode(err) == ferry.ENOTFOUND {
+		if _, _, err := s.st.CompareAndSwap(ctx, keySecretsRecipient, 0, []byte(mine), 0); err != nil {
+			return err
+		}
+		kv, err = s.st.Get(ctx, keySecretsRecipient)
+	}
+	if err != nil {
+		return err
+	}
+	if string(kv.Value) != mine {
+		return ferry.Errorf(ferry.EINVALID, "server: this server's secrets key (recipient %s) is not the one the state's secrets are sealed with (%s): copy %s from the first server, or give it with --secrets-key-file", mine, kv.Value, SecretsKeyFile)
+	}
+	return nil
 }

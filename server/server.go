@@ -106,10 +106,12 @@ func New(cfg Config) (s *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
+	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
+	s = srv
 	defer func() {
+		// srv, not s: a failing return has set s to nil.
 		if err != nil {
-			s.close()
+			srv.close()
 		}
 	}()
 	if cfg.Data != "" {
@@ -148,6 +150,9 @@ func New(cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	if err := s.bootstrap(context.Background()); err != nil {
+		return nil, err
+	}
+	if err := s.checkSealer(context.Background()); err != nil {
 		return nil, err
 	}
 	s.desiredMirror = newMirror(s.st, prefixDesired)
