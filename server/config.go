@@ -223,6 +223,24 @@ func effective(snap configSnapshot, group string) map[string]scopedVar {
 	return out
 }
 
+// view lists snap's variables by key and scope: what group sees (its own
+// values over the app-wide ones), or every scope's when group is "".
+func view(snap configSnapshot, group string) map[[2]string]storedVar {
+	m := map[[2]string]storedVar{}
+	if group != "" {
+		for k, v := range effective(snap, group) {
+			m[[2]string{k, v.scope}] = v.storedVar
+		}
+		return m
+	}
+	for scope, vars := range snap.Scopes {
+		for k, v := range vars {
+			m[[2]string{k, scope}] = v
+		}
+	}
+	return m
+}
+
 // scopedVar is a variable with the scope it comes from.
 type scopedVar struct {
 	storedVar
@@ -279,16 +297,8 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, p *principal)
 		}
 		out.Vars = append(out.Vars, cv)
 	}
-	if group != "" {
-		for k, v := range effective(snap, group) {
-			add(k, v.storedVar, v.scope)
-		}
-	} else {
-		for scope, m := range snap.Scopes {
-			for k, v := range m {
-				add(k, v, scope)
-			}
-		}
+	for ks, v := range view(snap, group) {
+		add(ks[0], v, ks[1])
 	}
 	slices.SortFunc(out.Vars, func(a, b api.ConfigVar) int {
 		return strings.Compare(a.Key+"\x00"+a.Scope, b.Key+"\x00"+b.Scope)
@@ -350,28 +360,13 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	flat := func(snap configSnapshot) map[[2]string]storedVar {
-		m := map[[2]string]storedVar{}
-		if group != "" {
-			for k, v := range effective(snap, group) {
-				m[[2]string{k, v.scope}] = v.storedVar
-			}
-			return m
-		}
-		for scope, vars := range snap.Scopes {
-			for k, v := range vars {
-				m[[2]string{k, scope}] = v
-			}
-		}
-		return m
-	}
 	show := func(v storedVar) string {
 		if v.Secret {
 			return api.Masked
 		}
 		return v.Value
 	}
-	fa, fb := flat(a), flat(b)
+	fa, fb := view(a, group), view(b, group)
 	out := []api.ConfigDiff{}
 	for key, old := range fa {
 		nv, ok := fb[key]
