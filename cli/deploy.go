@@ -41,8 +41,7 @@ func newDeploy(env Env) *cobra.Command {
 config — or redeploys --release vN, and rolls it out to GROUP's hosts.
 VERSION is an artifact version or sha256; without it, the artifact GROUP
 runs now (so a config change deploys like code), or the newest one for a
-group that runs none yet.
-
+group that runs none yet. Strategies:
 
   --strategy all      every host at once
   --strategy rolling  --batch hosts at a time (2, or 25% of the group)
