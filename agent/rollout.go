@@ -119,8 +119,13 @@ func (r *appRunner) prepare(o *portOwner, s *supervise.Spec, fresh bool) error {
 		}
 		ln := o.ln
 		name := s.Process
-		// The port answers for the old instance too: only the new one's
-		// own READY=1 says it is ready.
+		// Every instance serves the one shared socket, so that is the port
+		// its health check (and $PORT) names: a check through it reaches
+		// whichever instance accepts, so it says that the port answers,
+		// not which instance does. The port answers for the old instance
+		// too: only the new one's own READY=1 says it is ready.
+		s.Port = o.port
+		setEnv(&s.Env, "PORT", fmt.Sprint(o.port))
 		s.NotifyOnly = true
 		s.Wrap = func(argv []string) ([]string, []string, []*os.File, error) {
 			return listenfd.Command(self, argv, []net.Listener{ln}, []string{name})

@@ -119,7 +119,7 @@ func TestZeroDowntimeUpgrades(t *testing.T) {
 	for _, tt := range []struct {
 		mode  string
 		scale int
-	}{{"proxy", 1}, {"proxy", 2}, {"handoff", 1}} {
+	}{{"proxy", 1}, {"proxy", 2}, {"handoff", 1}, {"handoff", 2}} {
 		t.Run(fmt.Sprintf("%s scale %d", tt.mode, tt.scale), func(t *testing.T) {
 			port := freeTCPPort(t)
 			dir := helloApp(t, port, tt.mode, tt.scale)
