@@ -91,11 +91,12 @@ func (s *Store) KeepAlive(ctx context.Context, id state.LeaseID) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	// Not s.mu, which writers hold through their fsync: a renewal must not
+	// queue behind them.
+	select {
+	case <-s.done:
 		return errClosed
+	default:
 	}
 	now := time.Now()
 	s.lmu.Lock()
