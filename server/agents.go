@@ -278,8 +278,17 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) er
 		rep.State.Apps = map[string]*agent.AppState{}
 	}
 	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
-	if err := s.putJSON(r.Context(), prefixReports+p.Host, rec); err != nil {
+	b, err := json.Marshal(rec)
+	if err != nil {
 		return err
+	}
+	select {
+	case err := <-s.reportW.put(p.Host, b):
+		if err != nil {
+			return err
+		}
+	case <-r.Context().Done():
+		return r.Context().Err()
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -82,6 +82,7 @@ type Server struct {
 	mux        *http.ServeMux
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
+	reportW       *reportWriter
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
 
@@ -156,6 +157,7 @@ func New(cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.desiredMirror = newMirror(s.st, prefixDesired)
+	s.reportW = newReportWriter(s.st)
 	s.routes()
 	return s, nil
 }
@@ -239,6 +241,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.desiredMirror.run(ctx, func(err error) { s.log.Warn("desired-state mirror", logErr, err) })
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.reportW.run(ctx)
 	}()
 	var err error
 	select {
