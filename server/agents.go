@@ -278,6 +278,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) er
 		rep.State.Apps = map[string]*agent.AppState{}
 	}
 	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
+	s.heard.Store(p.Host, rec.LastSeen)
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
@@ -311,10 +312,16 @@ func (s *Server) reports(ctx context.Context) (map[string]reportRecord, int64, e
 	return out, rev, nil
 }
 
-// lastSeen is when host last reported, or joined if it never did.
-func lastSeen(h hostRecord, reps map[string]reportRecord) time.Time {
-	if rr, ok := reps[h.Name]; ok && rr.LastSeen.After(h.Joined) {
-		return rr.LastSeen
+// lastSeen is when host last reported, or joined if it never did: the
+// stored report's time, or a later report this server received that is
+// not stored yet (its store is slow; the host is not).
+func (s *Server) lastSeen(h hostRecord, reps map[string]reportRecord) time.Time {
+	seen := h.Joined
+	if rr, ok := reps[h.Name]; ok && rr.LastSeen.After(seen) {
+		seen = rr.LastSeen
 	}
-	return h.Joined
+	if v, ok := s.heard.Load(h.Name); ok && v.(time.Time).After(seen) {
+		seen = v.(time.Time)
+	}
+	return seen
 }

@@ -355,7 +355,7 @@ func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []str
 			ok, why := check(rec, rr.State.Apps[rec.App], reported)
 			stale := ok && rr.LastSeen.Before(since)
 			ok = ok && !stale
-			seen := lastSeen(known[h], reps)
+			seen := s.lastSeen(known[h], reps)
 			switch {
 			case ok:
 				hr.State = hostHealthy

@@ -83,6 +83,7 @@ type Server struct {
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
 	reportW       *reportWriter
+	heard         sync.Map // host → time.Time of the last report this server received
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
 

@@ -30,7 +30,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		if !slices.ContainsFunc(h.Groups, func(g string) bool { return p.allowed("", g) }) {
 			continue
 		}
-		seen := lastSeen(h, reps)
+		seen := s.lastSeen(h, reps)
 		out := api.Host{Name: h.Name, Groups: h.Groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*agent.AppState{}}
 		for name, as := range reps[h.Name].State.Apps {
 			if (app == "" || name == app) && p.allowed(name, "") {
