@@ -135,7 +135,7 @@ func (b *Bench) Run(ctx context.Context) (res RunResult, err error) {
 			defer os.RemoveAll(data)
 		}
 	}
-	b.srv, err = server.New(server.Config{Data: data, Listen: "127.0.0.1:0", Logger: b.log.With("part", "server")})
+	b.srv, err = server.New(server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server")})
 	if err != nil {
 		return res, err
 	}

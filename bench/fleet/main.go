@@ -38,6 +38,7 @@ type Options struct {
 	Deploys       int           `json:"deploys"`
 	Scale         int           `json:"scale"`
 	HealthTimeout time.Duration `json:"health_timeout"`
+	HostLostAfter time.Duration `json:"host_lost_after"`
 	Joiners       int           `json:"joiners"`
 	Work          string        `json:"work"`
 	Keep          bool          `json:"keep"`
@@ -60,6 +61,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl.IntVar(&o.Deploys, "deploys", 2, "releases deployed one after the other (each a new artifact every agent downloads)")
 	fl.IntVar(&o.Scale, "scale", 1, "instances of the app's process per agent (`exec sleep 100000`)")
 	fl.DurationVar(&o.HealthTimeout, "health-timeout", 10*time.Minute, "the deploys' health timeout")
+	fl.DurationVar(&o.HostLostAfter, "host-lost-after", 30*time.Second, "the server's --host-lost-after: simulated hosts that share this machine's CPUs can be starved longer than real ones")
 	fl.IntVar(&o.Joiners, "joiners", 16, "agents joining the server at the same time")
 	fl.StringVar(&o.Work, "work", "", "scratch directory (default: a new one under $TMPDIR, removed afterwards)")
 	fl.BoolVar(&o.Keep, "keep", false, "keep the scratch directory (server data, agents' roots, log)")
