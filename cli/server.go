@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferrydeploy/ferry/server"
+	"github.com/ferrydeploy/ferry/store/blob"
 )
 
 func newServer(env Env) *cobra.Command {
@@ -15,6 +16,7 @@ func newServer(env Env) *cobra.Command {
 		cfg      server.Config
 		logLevel string
 		stateURL string
+		storeURL string
 		ef       etcdFlags
 	)
 	cmd := &cobra.Command{
@@ -39,7 +41,8 @@ the token and how to log in and join an agent. --tls-cert/--tls-key use the
 operator's own certificate instead.`,
 		Example: `  ferry server --data /var/lib/ferry-server --listen :7400
   ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400
-  ferry server --data /var/lib/ferry-server --state etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379`,
+  ferry server --data /var/lib/ferry-server --state etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
+  ferry server --data /var/lib/ferry-server --store 's3://artifacts/ferry?region=eu-west-1'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Data == "" {
@@ -64,6 +67,14 @@ operator's own certificate instead.`,
 					cfg.Leader = es.Election("rollouts", campaignerID())
 				}
 			}
+			if storeURL != "" {
+				bs, err := blob.Open(cmd.Context(), storeURL)
+				if err != nil {
+					return err
+				}
+				defer bs.Close()
+				cfg.Store = bs
+			}
 			srv, err := server.New(cfg)
 			if err != nil {
 				return err
@@ -81,6 +92,7 @@ operator's own certificate instead.`,
 	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "age identity that encrypts config secrets (default DATA/secrets.key, made on first start; $FERRY_SECRETS_KEY overrides)")
+	f.StringVar(&storeURL, "store", "", "artifact store: s3://bucket[/prefix]?region=… (endpoint=…&use_path_style=true for S3-compatible servers; credentials from the AWS environment or config) or file:///dir (default DATA/artifacts)")
 	f.StringVar(&stateURL, "state", "", "state store: bolt:///path/state.db or etcd://HOST:2379,… (default bolt at DATA/state.db)")
 	ef.add(f)
 	cmd.AddCommand(newServerMigrate(env))

@@ -5,7 +5,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"io"
+	"path"
+	"strings"
 )
 
 // Store holds artifact blobs.
@@ -28,3 +31,24 @@ type Store interface {
 
 // Key is where an artifact with this sha256 lives.
 func Key(sha256 string) string { return "sha256/" + sha256 }
+
+// CheckKey accepts slash-separated relative names whose elements are not
+// empty, "." or "..". Elements may not start with a dot either: that is
+// where a directory store's temp files live, and no artifact key needs it.
+func CheckKey(key string) error {
+	if key == "" {
+		return errors.New("empty")
+	}
+	if strings.ContainsAny(key, "\\\x00") {
+		return errors.New("contains a backslash or NUL")
+	}
+	if path.IsAbs(key) {
+		return errors.New("absolute")
+	}
+	for elem := range strings.SplitSeq(key, "/") {
+		if elem == "" || strings.HasPrefix(elem, ".") {
+			return errors.New(`has an empty element or one starting with "."`)
+		}
+	}
+	return nil
+}

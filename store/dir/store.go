@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -162,7 +161,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		base = prefix[:i]
-		if err := checkKey(base); err != nil {
+		if err := store.CheckKey(base); err != nil {
 			return nil, ferry.Errorf(ferry.EINVALID, "store: list: prefix %q: %s", prefix, err)
 		}
 	}
@@ -206,7 +205,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 
 // path maps key to its file, refusing keys that would leave the root.
 func (s *Store) path(key string) (string, error) {
-	if err := checkKey(key); err != nil {
+	if err := store.CheckKey(key); err != nil {
 		return "", ferry.Errorf(ferry.EINVALID, "store: key %q: %s", key, err)
 	}
 	return filepath.Join(s.Root, filepath.FromSlash(key)), nil
@@ -219,25 +218,4 @@ func (s *Store) fileError(key string, err error) error {
 		return ferry.WrapError(ferry.ENOTFOUND, err, "store: %s", key)
 	}
 	return fmt.Errorf("store: %s: %w", key, err)
-}
-
-// checkKey accepts slash-separated relative names whose elements are not
-// empty, "." or "..". Elements may not start with a dot either: that is
-// where Put's temp files live, and no artifact key needs it.
-func checkKey(key string) error {
-	if key == "" {
-		return errors.New("empty")
-	}
-	if strings.ContainsAny(key, "\\\x00") {
-		return errors.New("contains a backslash or NUL")
-	}
-	if path.IsAbs(key) {
-		return errors.New("absolute")
-	}
-	for elem := range strings.SplitSeq(key, "/") {
-		if elem == "" || strings.HasPrefix(elem, ".") {
-			return errors.New(`has an empty element or one starting with "."`)
-		}
-	}
-	return nil
 }

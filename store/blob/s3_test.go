@@ -1,0 +1,100 @@
+package blob_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ferrydeploy/ferry/store"
+	"github.com/ferrydeploy/ferry/store/blob"
+	"github.com/ferrydeploy/ferry/store/storetest"
+)
+
+const (
+	testAccess = "ferrytest"
+	testSecret = "ferrytestsecret"
+)
+
+// startVersityGW runs a real S3-compatible server (versitygw's posix
+// backend) on loopback and returns its endpoint. Without the binary the
+// test skips, except under CI, where it fails: scripts/install-deps.sh
+// builds it.
+func startVersityGW(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("versitygw")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("versitygw is not installed: run scripts/install-deps.sh")
+		}
+		t.Skip("versitygw is not installed (scripts/install-deps.sh builds it)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "--port", addr, "posix", t.TempDir())
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+testAccess, "ROOT_SECRET_KEY="+testSecret)
+	log, _ := os.Create(t.TempDir() + "/versitygw.log")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); log.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(log.Name())
+			t.Fatalf("versitygw did not listen on %s within 20s:\n%s", addr, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "http://" + addr
+}
+
+func s3Client(endpoint string) *s3.Client {
+	return s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(testAccess, testSecret, ""),
+	})
+}
+
+// TestS3 runs the conformance suite on a real S3-compatible server, each
+// subtest in a bucket of its own, through a key prefix as the server's
+// --store s3://bucket/prefix would.
+func TestS3(t *testing.T) {
+	endpoint := startVersityGW(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
+	cli := s3Client(endpoint)
+	n := 0
+	storetest.Run(t, func(t *testing.T) store.Store {
+		n++
+		bucket := fmt.Sprintf("ferry-test-%d", n)
+		if _, err := cli.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+			t.Fatalf("create bucket: %v", err)
+		}
+		s, err := blob.Open(context.Background(), fmt.Sprintf("s3://%s/artifacts?endpoint=%s&use_path_style=true&region=us-east-1", bucket, endpoint))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
