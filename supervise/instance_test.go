@@ -261,9 +261,17 @@ func TestNeverAdoptAReusedPid(t *testing.T) {
 	if st.PID == os.Getpid() {
 		t.Fatal("adopted a pid whose start time differs")
 	}
-	b, _ := os.ReadFile(s.LogPath)
-	if !strings.Contains(string(b), "not adopting") {
-		t.Errorf("log does not say why it did not adopt:\n%s", b)
+	// The log is written asynchronously: wait for the line.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(s.LogPath)
+		if strings.Contains(string(b), "not adopting") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log does not say why it did not adopt:\n%s", b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
