@@ -104,6 +104,9 @@ no request is dropped. The desired-state document:
 					return err
 				}
 			}
+			if cfg.Registry == nil {
+				cfg.Registry = newRegistry()
+			}
 			if cfg.Self, err = os.Executable(); err != nil {
 				return fmt.Errorf("agent: find the ferry binary: %w", err)
 			}

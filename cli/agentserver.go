@@ -15,7 +15,6 @@ import (
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/desired"
-	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/fsutil"
 )
 
@@ -102,7 +101,7 @@ func serverMode(ctx context.Context, cfg *agent.Config, server, token, caSHA256 
 	cfg.Report = func(ctx context.Context, st *agent.State) error {
 		return c.Report(ctx, api.Report{State: *st})
 	}
-	reg := fetch.NewRegistry()
+	reg := newRegistry()
 	reg["https"] = c.ArtifactSource()
 	reg["http"] = c.ArtifactSource()
 	cfg.Registry = reg

@@ -70,7 +70,7 @@ URL.sig for a manifest read from a URL.`,
 				}
 				opt.Limits.MaxBytes = n
 			}
-			opt.Registry = fetch.NewRegistry()
+			opt.Registry = newRegistry()
 			opt.Output = env.Stderr
 			wd, _ := os.Getwd()
 			opt.HookDir = wd

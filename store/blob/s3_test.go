@@ -1,9 +1,12 @@
 package blob_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"testing"
@@ -97,4 +100,43 @@ func TestS3(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// TestS3Source: an s3:// URL reads through Source, from an offset too, as
+// ferry apply and the agent fetch artifacts named that way.
+func TestS3Source(t *testing.T) {
+	endpoint := startVersityGW(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
+	ctx := context.Background()
+	if _, err := s3Client(endpoint).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("src")}); err != nil {
+		t.Fatal(err)
+	}
+	q := "?endpoint=" + endpoint + "&use_path_style=true&region=us-east-1"
+	st, err := blob.Open(ctx, "s3://src"+q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	body := []byte("0123456789abcdef")
+	if err := st.Put(ctx, "dist/hello-v1.tar.zst", bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	var src blob.Source
+	for _, off := range []int64{0, 10} {
+		u, _ := url.Parse("s3://src/dist/hello-v1.tar.zst" + q)
+		rc, resumed, err := src.Open(ctx, u, off)
+		if err != nil {
+			t.Fatalf("Open at %d: %v", off, err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(got, body[off:]) || resumed != (off > 0) {
+			t.Fatalf("Open at %d: %q resumed=%v", off, got, resumed)
+		}
+	}
+	u, _ := url.Parse("s3://src/missing" + q)
+	if _, _, err := src.Open(ctx, u, 0); err == nil {
+		t.Fatal("Open of a missing object succeeded")
+	}
 }
