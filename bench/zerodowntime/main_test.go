@@ -155,22 +155,23 @@ func TestPOSTIsNotRetried(t *testing.T) {
 	}
 }
 
-// TestSmoke runs the harness for real, 5 upgrades per subject (the 4th a
-// release that crashes at boot) and one agent self-upgrade: the agent's
-// proxy and handoff modes must lose nothing, while its stop-start mode (the
-// negative control) must be seen failing; in each, the tallies must add
-// up and the WebSocket client must have been answered. Left out: the
-// reuseport control, which loses ~2 requests per upgrade on average, so 5
-// upgrades would show it failing only sometimes.
+// TestSmoke is the short version of the benchmark that CI runs: 20
+// upgrades per subject (every 4th a bad release: crash at boot, never
+// ready, ignore SIGTERM — handoff gets the first two) and one agent
+// self-upgrade, under the full load. The agent's proxy and handoff modes
+// must lose nothing and answer the WebSocket; the negative controls,
+// stop-start and two SO_REUSEPORT servers, must be seen failing; in each,
+// the tallies must add up.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the agent through 5 upgrades per mode under load (~45s)")
+		t.Skip("runs the agent through 20 upgrades per mode under load (~3 min)")
 	}
 	need(t)
 	cfg := config{
 		Ferry:         os.Getenv("ZERODOWNTIME_FERRY"), // default: build ./cmd/ferry
 		Modes:         []string{"proxy", "handoff", "stop-start"},
-		Upgrades:      5,
+		Controls:      []string{"reuseport"},
+		Upgrades:      20,
 		AgentUpgrades: 1,
 		Bad:           true,
 		Scale:         1,
@@ -182,7 +183,7 @@ func TestSmoke(t *testing.T) {
 		Work:          t.TempDir(),
 		Seed:          1,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var log strings.Builder
 	res, err := run(ctx, cfg, &log)
@@ -221,7 +222,7 @@ func TestSmoke(t *testing.T) {
 			if strings.HasPrefix(s.Name, "agent") && len(r.AgentUpgrades) != cfg.AgentUpgrades {
 				t.Errorf("%s: agent upgraded itself %d times, want %d", s.Name, len(r.AgentUpgrades), cfg.AgentUpgrades)
 			}
-			if ws := r.Clients[cliWS]; ws == nil || !ws.Supported || ws.Classes[classOK] == 0 {
+			if ws := r.Clients[cliWS]; strings.HasPrefix(s.Name, "agent") && (ws == nil || !ws.Supported || ws.Classes[classOK] == 0) {
 				t.Errorf("%s: the WebSocket client was not answered: %+v", s.Name, ws)
 			}
 		}
