@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ferrydeploy/ferry/bench/internal/host"
 )
 
 // Measurement is one run of a tool.
@@ -169,30 +170,8 @@ func (s *sampler) stop() (int64, map[string]int64) {
 }
 
 func (s *sampler) sample() {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
 	children := map[int][]int{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
+	for pid, ppid := range host.Parents() {
 		children[ppid] = append(children[ppid], pid)
 	}
 	var sum int64

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"runtime"
 	"strconv"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ferrydeploy/ferry/bench/internal/host"
 )
 
 // Snapshot is this process (server and agents) and the app processes
@@ -64,29 +65,7 @@ func readStatus(pid int) map[string]int64 {
 
 // descendants lists every process whose parent chain leads to this one.
 func descendants() []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	parent := map[int]int{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 {
-			parent[pid], _ = strconv.Atoi(f[1])
-		}
-	}
+	parent := host.Parents()
 	self := os.Getpid()
 	var out []int
 	for pid := range parent {
