@@ -15,6 +15,7 @@ const (
 	EUNAUTH      = "unauthorized" // no valid credential
 	EDENIED      = "forbidden"    // the credential may not do this
 	EUNAVAILABLE = "unavailable"  // a dependency (the state store) cannot answer now; retry
+	ECORRUPT     = "corrupt"      // stored bytes no longer match their digest
 	EINTERNAL    = "internal"
 )
 

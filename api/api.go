@@ -44,6 +44,11 @@ const (
 // SHA256Header carries an upload's digest; the server verifies it.
 const SHA256Header = "X-Ferry-SHA256"
 
+// AppHeader names an upload's app before its bytes arrive, so the server
+// checks the credential's scope first and stores the artifact under its
+// app; the server checks it against the artifact's own meta.json.
+const AppHeader = "X-Ferry-App"
+
 // IndexHeader carries the state index an answer reflects, for blocking
 // queries (as Consul's X-Consul-Index).
 const IndexHeader = "X-Ferry-Index"

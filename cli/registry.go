@@ -6,9 +6,10 @@ import (
 )
 
 // newRegistry is every source scheme the CLI's downloads know: file,
-// http(s) and s3 (stretcher's sources).
+// http(s), s3 and gs (stretcher's sources).
 func newRegistry() fetch.Registry {
 	reg := fetch.NewRegistry()
-	reg["s3"] = &blob.Source{}
+	buckets := &blob.Source{}
+	reg["s3"], reg["gs"] = buckets, buckets
 	return reg
 }

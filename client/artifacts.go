@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/artifact"
 )
 
 // UploadArtifact publishes the artifact file at path. It hashes the file,
@@ -37,6 +39,17 @@ func (c *Client) UploadArtifact(ctx context.Context, path string, progress func(
 		return a, fmt.Errorf("publish: hash %s: %w", path, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return a, fmt.Errorf("publish: %w", err)
+	}
+	files, err := artifact.ReadFiles(ctxReader{ctx, f}, ferry.MetaPath)
+	if err != nil {
+		return a, ferry.WrapError(ferry.EINVALID, err, "publish %s: not a ferry artifact", path)
+	}
+	var meta ferry.Meta
+	if err := json.Unmarshal(files[ferry.MetaPath], &meta); err != nil || meta.App == "" {
+		return a, ferry.Errorf(ferry.EINVALID, "publish %s: not a ferry artifact (no app in %s); build it with ferry build", path, ferry.MetaPath)
+	}
 	has, err := c.HasArtifact(ctx, sum)
 	if err != nil {
 		return a, err
@@ -57,7 +70,7 @@ func (c *Client) UploadArtifact(ctx context.Context, path string, progress func(
 		raw: body, length: fi.Size(),
 		// 100-continue: a refused credential is answered before the
 		// whole artifact has been sent for nothing.
-		header: http.Header{api.SHA256Header: {sum}, "Content-Type": {"application/octet-stream"}, "Expect": {"100-continue"}},
+		header: http.Header{api.SHA256Header: {sum}, api.AppHeader: {meta.App}, "Content-Type": {"application/octet-stream"}, "Expect": {"100-continue"}},
 		out:    &a, wait: -1,
 	})
 	return a, err

@@ -16,8 +16,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,7 +57,8 @@ func (r Registry) Parse(src string) (*url.URL, Source, error) {
 	}
 	s, ok := r[strings.ToLower(u.Scheme)]
 	if !ok {
-		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use file://, http://, https://)", Redact(u), u.Scheme)
+		schemes := slices.Sorted(maps.Keys(r))
+		return nil, nil, ferry.Errorf(ferry.EINVALID, "source %s: scheme %q is not supported (use %s://)", Redact(u), u.Scheme, strings.Join(schemes, "://, "))
 	}
 	return u, s, nil
 }

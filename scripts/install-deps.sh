@@ -4,7 +4,8 @@
 # event-handler tests), systemd (systemd-analyze verifies exported units) and
 # python3 (reads exported supervisord configs as supervisord does), curl (the
 # fleet test app's health check), iproute2 (network namespaces for test hosts) and
-# etcd-server (the etcd state store's tests run a real etcd), and builds versitygw (below).
+# etcd-server (the etcd state store's tests run a real etcd), and builds versitygw
+# and fake-gcs-server (below).
 # Go modules come from the module proxy via go test.
 set -euo pipefail
 need=()
@@ -17,19 +18,23 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# versitygw: a real S3-compatible server for store/blob's tests. Not in
-# Debian; built once from the Go module proxy (about 3 minutes cold) into
+# versitygw (a real S3-compatible server) and fake-gcs-server (an emulator
+# of GCS's JSON API) for store/blob's tests. Not in Debian; each built once
+# from the Go module proxy (versitygw about 3 minutes cold) into
 # /usr/local/bin, or $(go env GOPATH)/bin when that is not writable.
-if ! command -v versitygw >/dev/null 2>&1; then
+gobuild() { # NAME MODULE@VERSION PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return
   dest=/usr/local/bin
   if [ ! -w "$dest" ]; then dest="$(go env GOPATH)/bin"; mkdir -p "$dest"; fi
   tmp="$(mktemp -d)"
   (
     cd "$tmp"
-    go mod init versitygw-build >/dev/null 2>&1
-    go get github.com/versity/versitygw/cmd/versitygw@v1.8.0 >/dev/null 2>&1
-    go build -o "$dest/versitygw" github.com/versity/versitygw/cmd/versitygw
+    go mod init "$1-build" >/dev/null 2>&1
+    go get "$2" >/dev/null 2>&1
+    go build -o "$dest/$1" "$3"
   )
   rm -rf "$tmp"
-  case ":$PATH:" in *":$dest:"*) ;; *) echo "install-deps: versitygw is in $dest; add it to PATH" >&2 ;; esac
-fi
+  case ":$PATH:" in *":$dest:"*) ;; *) echo "install-deps: $1 is in $dest; add it to PATH" >&2 ;; esac
+}
+gobuild versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0 github.com/versity/versitygw/cmd/versitygw
+gobuild fake-gcs-server github.com/fsouza/fake-gcs-server@v1.56.1 github.com/fsouza/fake-gcs-server

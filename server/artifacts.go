@@ -25,21 +25,32 @@ var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // upload streams the body into the store while hashing it; a digest that
 // does not match X-Ferry-SHA256 fails the store's Put, which leaves
-// nothing behind.
+// nothing behind. The app comes first in X-Ferry-App, so a credential
+// scoped to other apps is refused before any byte is sent, and the bytes
+// go straight to their key, artifacts/<app>/<sha256>.tar.zst.
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	sum := strings.ToLower(r.Header.Get(api.SHA256Header))
 	if !sha256Re.MatchString(sum) {
 		return ferry.Errorf(ferry.EINVALID, "%s: want the artifact's sha256, 64 hex digits", api.SHA256Header)
 	}
-	var rec api.Artifact
-	if found, err := s.lookup(ctx, prefixArts+sum, &rec); err != nil {
+	app := r.Header.Get(api.AppHeader)
+	if !nameRe.MatchString(app) {
+		return ferry.Errorf(ferry.EINVALID, "%s: name the artifact's app (ferry publish does; a ferry older than the server does not: update it)", api.AppHeader)
+	}
+	if err := p.scope(app, ""); err != nil {
 		return err
-	} else if found {
-		if _, err := s.blobs.Stat(ctx, store.Key(sum)); err == nil {
-			if err := p.scope(rec.App, ""); err != nil {
-				return err
-			}
+	}
+	var rec api.Artifact
+	found, err := s.lookup(ctx, prefixArts+sum, &rec)
+	if err != nil {
+		return err
+	}
+	if found && rec.App != app {
+		return ferry.Errorf(ferry.EINVALID, "artifact %s is %s's, not %s's", sum, rec.App, app)
+	}
+	if found {
+		if _, _, err := s.blobKey(ctx, app, sum); err == nil {
 			rec.Existed = true
 			return writeJSON(w, http.StatusOK, rec)
 		}
@@ -47,21 +58,35 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if r.ContentLength < 0 {
 		return ferry.Errorf(ferry.EINVALID, "upload: send a Content-Length")
 	}
-	_, statErr := s.blobs.Stat(ctx, store.Key(sum))
-	had := statErr == nil
-	if !had {
-		vr := &verifyReader{r: r.Body, h: sha256.New(), want: sum, size: r.ContentLength}
-		if err := s.blobs.Put(ctx, store.Key(sum), vr, r.ContentLength); err != nil {
+	key := store.ArtifactKey(app, sum)
+	// Bytes under the key with no record: an upload that failed after
+	// storing them, or a bucket another server filled. Keep them only if
+	// they are what their name says; then the body is never read (and a
+	// client that asked 100-continue never sends it).
+	had := false
+	if _, err := s.blobs.Stat(ctx, key); err == nil {
+		switch err := store.Verify(ctx, s.blobs, key, sum); ferry.ErrorCode(err) {
+		case "":
+			had = true
+		case ferry.ECORRUPT:
+			s.log.Warn("replacing a corrupt stored artifact", "key", key, logErr, err)
+		default:
 			return err
 		}
 	}
-	meta, size, err := s.readMeta(ctx, sum)
-	if err == nil {
-		err = p.scope(meta.App, "")
+	if !had {
+		vr := &verifyReader{r: r.Body, h: sha256.New(), want: sum, size: r.ContentLength}
+		if err := s.blobs.Put(ctx, key, vr, r.ContentLength); err != nil {
+			return err
+		}
+	}
+	meta, size, err := s.readMeta(ctx, key)
+	if err == nil && meta.App != app {
+		err = ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", meta.App, ferry.MetaPath, app, api.AppHeader)
 	}
 	if err != nil {
 		if !had {
-			s.blobs.Delete(context.WithoutCancel(ctx), store.Key(sum))
+			s.blobs.Delete(context.WithoutCancel(ctx), key)
 		}
 		return err
 	}
@@ -73,10 +98,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	return writeJSON(w, http.StatusCreated, rec)
 }
 
-// readMeta reads .ferry/meta.json of a stored artifact.
-func (s *Server) readMeta(ctx context.Context, sum string) (ferry.Meta, int64, error) {
+// readMeta reads .ferry/meta.json of the artifact stored at key.
+func (s *Server) readMeta(ctx context.Context, key string) (ferry.Meta, int64, error) {
 	var m ferry.Meta
-	rc, size, err := s.blobs.Open(ctx, store.Key(sum), 0)
+	rc, size, err := s.blobs.Open(ctx, key, 0)
 	if err != nil {
 		return m, 0, err
 	}
@@ -137,6 +162,12 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p *princi
 func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	sum := r.PathValue("sha256")
+	var art api.Artifact
+	if found, err := s.lookup(ctx, prefixArts+sum, &art); err != nil {
+		return err
+	} else if !found {
+		return ferry.Errorf(ferry.ENOTFOUND, "artifact %s: not published", sum)
+	}
 	if p.Role == api.RoleAgent {
 		hd, err := s.hostDesired(ctx, p.Host)
 		if err != nil {
@@ -153,17 +184,17 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) 
 			return err
 		}
 	}
+	key, size, err := s.blobKey(ctx, art.App, sum)
+	if err != nil {
+		return err
+	}
 	if r.Method == http.MethodHead {
-		size, err := s.blobs.Stat(ctx, store.Key(sum))
-		if err != nil {
-			return err
-		}
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.Header().Set("Accept-Ranges", "bytes")
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	rc, size, err := s.blobs.Open(ctx, store.Key(sum), offset)
+	rc, size, err := s.blobs.Open(ctx, key, offset)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/store"
 )
 
 // Deployment defaults.
@@ -251,7 +250,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 
 // checkBlob fails when a release's artifact is not in the store.
 func (s *Server) checkBlob(ctx context.Context, rel api.Release) error {
-	_, err := s.blobs.Stat(ctx, store.Key(rel.SHA256))
+	_, _, err := s.blobKey(ctx, rel.App, rel.SHA256)
 	if ferry.ErrorCode(err) == ferry.ENOTFOUND {
 		return ferry.Errorf(ferry.ENOTFOUND, "release %s of %s: its artifact %s is missing from the store; publish it again", label(rel.Number), rel.App, rel.SHA256)
 	}
@@ -301,7 +300,7 @@ func (s *Server) setOutcome(ctx context.Context, app string, n int, outcome stri
 // appPolicy fills what the request left out from the `deploy:` section of
 // the release's ferry.yaml: the app's own defaults come before the server's.
 func (s *Server) appPolicy(ctx context.Context, d *api.Deployment, sha256 string) error {
-	rc, _, err := s.blobs.Open(ctx, store.Key(sha256), 0)
+	rc, _, err := s.openBlob(ctx, d.App, sha256, 0)
 	if err != nil {
 		return err
 	}

@@ -173,7 +173,7 @@ func (ts *testServer) publishWith(app, version, extra string) api.Artifact {
 		ts.t.Fatal(err)
 	}
 	var a api.Artifact
-	code, msg := ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: sum}, &a)
+	code, msg := ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: sum, api.AppHeader: app}, &a)
 	if code != http.StatusCreated && code != http.StatusOK {
 		ts.t.Fatalf("publish: %d %s", code, msg)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,10 @@ func TestUploadChecksum(t *testing.T) {
 	path, sum := buildApp(t, "web", "1.0.0")
 	b, _ := os.ReadFile(path)
 	wrong := strings.Repeat("0", 64)
-	code, msg := ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: wrong}, nil)
+	hdr := func(sum, app string) map[string]string {
+		return map[string]string{api.SHA256Header: sum, api.AppHeader: app}
+	}
+	code, msg := ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), hdr(wrong, "web"), nil)
 	if code != 400 || !strings.Contains(msg, "checksum mismatch") {
 		t.Fatalf("mismatch: %d %s", code, msg)
 	}
@@ -90,12 +94,27 @@ func TestUploadChecksum(t *testing.T) {
 	if code, _ := ts.send("HEAD", "/v1/artifacts/"+wrong, ts.admin, nil, nil, nil); code != 404 {
 		t.Fatalf("HEAD after mismatch: %d", code)
 	}
+	// The app comes before the bytes, and must be the artifact's own.
+	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: sum}, nil)
+	if code != 400 || !strings.Contains(msg, api.AppHeader) {
+		t.Fatalf("no app: %d %s", code, msg)
+	}
+	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), hdr(sum, "other"), nil)
+	if code != 400 || !strings.Contains(msg, "web's") {
+		t.Fatalf("wrong app: %d %s", code, msg)
+	}
+	if keys, _ := ts.srv.blobs.List(context.Background(), ""); len(keys) != 0 {
+		t.Fatalf("an upload under the wrong app left %v", keys)
+	}
 	var a api.Artifact
-	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: sum}, &a)
+	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), hdr(sum, "web"), &a)
 	if code != 201 || a.App != "web" || a.Version != "1.0.0" || a.Existed {
 		t.Fatalf("upload: %d %s %+v", code, msg, a)
 	}
-	code, _ = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: sum}, &a)
+	if keys, _ := ts.srv.blobs.List(context.Background(), ""); !slices.Equal(keys, []string{"artifacts/web/" + sum + ".tar.zst"}) {
+		t.Fatalf("stored as %v, want artifacts/web/<sha256>.tar.zst", keys)
+	}
+	code, _ = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), hdr(sum, "web"), &a)
 	if code != 200 || !a.Existed {
 		t.Fatalf("second upload: %d %+v", code, a)
 	}
@@ -115,11 +134,11 @@ func TestUploadChecksum(t *testing.T) {
 	}
 	// Garbage with the right digest is no artifact.
 	junk := []byte("not an artifact")
-	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(junk), map[string]string{api.SHA256Header: sha(junk)}, nil)
+	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(junk), hdr(sha(junk), "hello"), nil)
 	if code != 400 {
 		t.Fatalf("junk: %d %s", code, msg)
 	}
-	if _, err := ts.srv.blobs.Stat(context.Background(), store.Key(sha(junk))); err == nil {
+	if _, err := ts.srv.blobs.Stat(context.Background(), store.ArtifactKey("hello", sha(junk))); err == nil {
 		t.Fatal("junk stayed in the store")
 	}
 }
@@ -422,4 +441,70 @@ func TestStaleReportDoesNotPass(t *testing.T) {
 	if d2.State != api.DeployFailed || !strings.Contains(d2.Error, "host lost") {
 		t.Fatalf("redeploy to a dead host: %s %q, want failed with host lost", d2.State, d2.Error)
 	}
+}
+
+// TestArtifactKeys: artifacts a server before artifacts/<app>/ wrote at
+// sha256/<hex> are still served, and bytes under an artifact's key that
+// are not what the key says are replaced by the next publish, not trusted.
+func TestArtifactKeys(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	ctx := context.Background()
+	a := ts.publish("web", "1.0.0")
+	b, err := readAllBlob(ctx, ts, store.ArtifactKey("web", a.SHA256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.blobs.Put(ctx, store.LegacyKey(a.SHA256), bytes.NewReader(b), int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.blobs.Delete(ctx, store.ArtifactKey("web", a.SHA256)); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	code, msg := ts.send("GET", "/v1/artifacts/"+a.SHA256, ts.admin, nil, nil, nil)
+	if code != 200 {
+		t.Fatalf("GET of a legacy-key artifact: %d %s", code, msg)
+	}
+	req, _ := http.NewRequest("GET", ts.srv.URL()+"/v1/artifacts/"+a.SHA256, nil)
+	req.Header.Set("Authorization", "Bearer "+ts.admin)
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got.Bytes(), b) {
+		t.Fatalf("legacy-key download: %d bytes, want the %d stored", got.Len(), len(b))
+	}
+	cred := ts.join("web-1", "prod")
+	ts.must(201, "POST", "/v1/deployments", ts.admin, api.DeployRequest{App: "web", Group: "prod", SHA256: a.SHA256}, nil)
+	ts.waitDesired(cred, "web", "v1")
+
+	// Corrupt bytes under the key of an artifact never published here.
+	path, sum := buildApp(t, "api", "2.0.0")
+	good, _ := os.ReadFile(path)
+	bad := slices.Clone(good)
+	bad[len(bad)/2] ^= 1
+	if err := ts.srv.blobs.Put(ctx, store.ArtifactKey("api", sum), bytes.NewReader(bad), int64(len(bad))); err != nil {
+		t.Fatal(err)
+	}
+	var rec api.Artifact
+	code, msg = ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(good), map[string]string{api.SHA256Header: sum, api.AppHeader: "api"}, &rec)
+	if code != 201 || rec.Existed {
+		t.Fatalf("publish over corrupt bytes: %d %s %+v", code, msg, rec)
+	}
+	if err := store.Verify(ctx, ts.srv.blobs, store.ArtifactKey("api", sum), sum); err != nil {
+		t.Fatalf("after publish: %v", err)
+	}
+}
+
+func readAllBlob(ctx context.Context, ts *testServer, key string) ([]byte, error) {
+	rc, _, err := ts.srv.blobs.Open(ctx, key, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(rc)
+	return buf.Bytes(), err
 }

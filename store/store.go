@@ -1,14 +1,20 @@
 // Package store is where artifacts live: a directory (store/dir, the
-// default), S3 or GCS later, behind one interface that every backend passes
-// the same suite for (store/storetest). Keys are "sha256/<hex>".
+// default), S3, S3-compatible servers and GCS (store/blob), behind one
+// interface that every backend passes the same suite for (store/storetest).
+// An artifact's key names its app and digest: ArtifactKey.
 package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"path"
 	"strings"
+
+	"github.com/ferrydeploy/ferry"
 )
 
 // Store holds artifact blobs.
@@ -29,8 +35,37 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 }
 
-// Key is where an artifact with this sha256 lives.
-func Key(sha256 string) string { return "sha256/" + sha256 }
+// ArtifactKey is where app's artifact with this sha256 lives:
+// artifacts/<app>/<sha256>.tar.zst, content-addressed, so publishing the
+// same bytes twice stores them once.
+func ArtifactKey(app, sha256 string) string {
+	return "artifacts/" + app + "/" + sha256 + ".tar.zst"
+}
+
+// LegacyKey is where servers before ArtifactKey kept an artifact; they are
+// still read from there.
+func LegacyKey(sha256 string) string { return "sha256/" + sha256 }
+
+// Verify reads key whole and fails with ferry.ECORRUPT when its sha256 is
+// not want: an object changed in the store after it was written.
+func Verify(ctx context.Context, s Store, key, want string) error {
+	rc, _, err := s.Open(ctx, key, 0)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("store: verify %s: %w", key, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return ferry.Errorf(ferry.ECORRUPT, "store: %s has sha256 %s, not %s: the stored object is corrupt; publish the artifact again", key, got, want)
+	}
+	return nil
+}
 
 // CheckKey accepts slash-separated relative names whose elements are not
 // empty, "." or "..". Elements may not start with a dot either: that is

@@ -1,8 +1,10 @@
 // Package blob keeps artifacts in a bucket through gocloud.dev/blob: S3 and
 // any S3-compatible server (s3://bucket/prefix?region=…, with
-// endpoint=…&use_path_style=true for one that is not AWS) and a local
-// directory (file:///dir). Credentials come from where the cloud SDKs look
-// (the AWS environment, shared config or instance role), never from flags.
+// endpoint=…&use_path_style=true for one that is not AWS), Google Cloud
+// Storage (gs://bucket/prefix) and a local directory (file:///dir).
+// Credentials come from where the cloud SDKs look (the AWS environment,
+// shared config or instance role; GOOGLE_APPLICATION_CREDENTIALS or the
+// metadata server), never from flags that would show in ps.
 //
 // Writes go through the bucket's atomic upload (S3's PutObject or a
 // completed multipart upload; a temp file renamed into place for file://),
@@ -23,6 +25,7 @@ import (
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// buckets
+	_ "gocloud.dev/blob/gcsblob"  // gs:// buckets
 	_ "gocloud.dev/blob/s3blob"   // s3:// buckets
 	"gocloud.dev/gcerrors"
 
@@ -33,7 +36,7 @@ import (
 var _ store.Store = (*Store)(nil)
 
 // Schemes are the bucket URL schemes Open knows.
-var Schemes = []string{"s3", "file"}
+var Schemes = []string{"s3", "gs", "file"}
 
 // Store is a store.Store on a bucket.
 type Store struct {
@@ -46,10 +49,10 @@ type Store struct {
 func Open(ctx context.Context, rawURL string) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || !slices.Contains(Schemes, u.Scheme) {
-		return nil, ferry.Errorf(ferry.EINVALID, "store %q: use s3://bucket[/prefix]?region=… or file:///dir", rawURL)
+		return nil, ferry.Errorf(ferry.EINVALID, "store %q: use s3://bucket[/prefix]?region=…, gs://bucket[/prefix] or file:///dir", rawURL)
 	}
 	prefix := ""
-	if u.Scheme == "s3" {
+	if u.Scheme != "file" {
 		prefix = strings.Trim(u.Path, "/")
 		u.Path = ""
 	}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,3 +141,36 @@ func TestS3Source(t *testing.T) {
 		t.Fatal("Open of a missing object succeeded")
 	}
 }
+
+// TestS3Multipart: a 50 MB artifact goes up as a multipart upload (its
+// ETag says how many parts), the way S3 takes anything over one part.
+func TestS3Multipart(t *testing.T) {
+	endpoint := startVersityGW(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
+	ctx := context.Background()
+	cli := s3Client(endpoint)
+	if _, err := cli.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("multi")}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := blob.Open(ctx, "s3://multi?endpoint="+endpoint+"&use_path_style=true&region=us-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const size = 50 << 20
+	if err := st.Put(ctx, "big", io.LimitReader(zeros{}, size), size); err != nil {
+		t.Fatal(err)
+	}
+	head, err := cli.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("multi"), Key: aws.String("big")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if etag := aws.ToString(head.ETag); !strings.Contains(etag, "-") || aws.ToInt64(head.ContentLength) != size {
+		t.Fatalf("ETag %s, %d bytes: want a multipart ETag (\"…-N\") and %d bytes", etag, aws.ToInt64(head.ContentLength), size)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -12,11 +12,11 @@ import (
 )
 
 // Source reads s3://bucket/key?region=…[&endpoint=…&use_path_style=true]
-// URLs, for ferry apply manifests and desired states that name artifacts
-// in a bucket, as stretcher's do. It has fetch.Source's method, so callers
-// register it for "s3" in a fetch.Registry; credentials come from the AWS
-// environment, shared config or instance role. Buckets stay open for the
-// Source's life.
+// and gs://bucket/key URLs, for ferry apply manifests and desired states
+// that name artifacts in a bucket, as stretcher's do. It has fetch.Source's
+// method, so callers register it for "s3" and "gs" in a fetch.Registry;
+// credentials come from where the cloud SDKs look. Buckets stay open for
+// the Source's life.
 type Source struct {
 	mu      sync.Mutex
 	buckets map[string]*blob.Bucket // by bucket URL without the key
@@ -26,8 +26,8 @@ type Source struct {
 // starts there.
 func (s *Source) Open(ctx context.Context, u *url.URL, offset int64) (io.ReadCloser, bool, error) {
 	key := strings.TrimPrefix(u.Path, "/")
-	if u.Scheme != "s3" || u.Host == "" || key == "" {
-		return nil, false, fmt.Errorf("%s: want s3://bucket/key", u.Redacted())
+	if (u.Scheme != "s3" && u.Scheme != "gs") || u.Host == "" || key == "" {
+		return nil, false, fmt.Errorf("%s: want s3://bucket/key or gs://bucket/key", u.Redacted())
 	}
 	b, err := s.bucket(ctx, u)
 	if err != nil {
@@ -49,7 +49,7 @@ func (s *Source) bucket(ctx context.Context, u *url.URL) (*blob.Bucket, error) {
 	}
 	b, err := blob.OpenBucket(ctx, bu.String())
 	if err != nil {
-		return nil, fmt.Errorf("open bucket s3://%s: %w", u.Host, err)
+		return nil, fmt.Errorf("open bucket %s://%s: %w", u.Scheme, u.Host, err)
 	}
 	if s.buckets == nil {
 		s.buckets = map[string]*blob.Bucket{}

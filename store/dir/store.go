@@ -156,7 +156,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 }
 
 // List walks only the directory the prefix names, so listing
-// "sha256/" does not read anything else under the root.
+// "artifacts/" does not read anything else under the root.
 func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	base := ""
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {

@@ -28,17 +28,17 @@ func TestLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := store.Key("ab12")
+	key := store.ArtifactKey("hello", "ab12")
 	if err := s.Put(t.Context(), key, bytes.NewReader([]byte("blob")), 4); err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(filepath.Join(root, "sha256", "ab12"))
+	got, err := os.ReadFile(filepath.Join(root, "artifacts", "hello", "ab12.tar.zst"))
 	if err != nil || string(got) != "blob" {
-		t.Fatalf("root/sha256/ab12: %q, %v", got, err)
+		t.Fatalf("root/artifacts/hello/ab12.tar.zst: %q, %v", got, err)
 	}
-	entries, err := os.ReadDir(filepath.Join(root, "sha256"))
+	entries, err := os.ReadDir(filepath.Join(root, "artifacts", "hello"))
 	if err != nil || len(entries) != 1 {
-		t.Fatalf("root/sha256 holds %v, %v; want only the blob, no temp files", entries, err)
+		t.Fatalf("root/artifacts/hello holds %v, %v; want only the blob, no temp files", entries, err)
 	}
 }
 

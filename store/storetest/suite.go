@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ShortReader", testShortReader},
 		{"Cancel", testCancel},
 		{"InvalidKeys", testInvalidKeys},
+		{"Multipart", testMultipart},
+		{"Corrupt", testCorrupt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -55,7 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 
 func testPutOpen(t *testing.T, s store.Store) {
 	for _, size := range []int{0, 1, 4096, 1<<20 + 7} {
-		key := store.Key("putopen" + string(rune('a'+size%26)))
+		key := store.ArtifactKey("putopen", string(rune('a'+size%26)))
 		want := random(t, size)
 		put(t, s, key, want)
 		if got := read(t, s, key, 0, int64(size)); !bytes.Equal(got, want) {
@@ -221,6 +225,52 @@ func testCancel(t *testing.T, s store.Store) {
 		t.Fatalf("Put with a cancelled ctx: %v, want context.Canceled", err)
 	}
 	wantList(t, s, "", nil)
+}
+
+// testMultipart streams 50 MB from a reader that cannot seek, the size an
+// S3 store uploads in parts, and reads it back whole and across a part
+// boundary (5 MiB parts are the S3 minimum).
+func testMultipart(t *testing.T, s store.Store) {
+	const size = 50 << 20
+	data := random(t, size)
+	sum := sha256.Sum256(data)
+	key := store.ArtifactKey("multi", hex.EncodeToString(sum[:]))
+	if err := s.Put(t.Context(), key, struct{ io.Reader }{bytes.NewReader(data)}, size); err != nil {
+		t.Fatalf("Put of %d bytes: %v", size, err)
+	}
+	if err := store.Verify(t.Context(), s, key, hex.EncodeToString(sum[:])); err != nil {
+		t.Fatalf("Verify after Put: %v", err)
+	}
+	off := int64(5<<20 - 10)
+	rc, n, err := s.Open(t.Context(), key, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := make([]byte, 20)
+	if _, err := io.ReadFull(rc, got); err != nil || n != size || !bytes.Equal(got, data[off:off+20]) {
+		t.Fatalf("20 bytes at %d of %d: %v, size %d, match %v", off, size, err, n, bytes.Equal(got, data[off:off+20]))
+	}
+}
+
+// testCorrupt: an object whose bytes changed in the store after it was
+// written is caught by its digest, not served as the artifact it names.
+func testCorrupt(t *testing.T, s store.Store) {
+	data := random(t, 1<<20)
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	key := store.ArtifactKey("app", want)
+	put(t, s, key, data)
+	if err := store.Verify(t.Context(), s, key, want); err != nil {
+		t.Fatalf("Verify of an intact object: %v", err)
+	}
+	bad := slices.Clone(data)
+	bad[len(bad)/2] ^= 1
+	put(t, s, key, bad)
+	wantCode(t, "Verify of a flipped bit", store.Verify(t.Context(), s, key, want), ferry.ECORRUPT)
+	put(t, s, key, data[:len(data)-1])
+	wantCode(t, "Verify of a truncated object", store.Verify(t.Context(), s, key, want), ferry.ECORRUPT)
+	wantCode(t, "Verify of a missing object", store.Verify(t.Context(), s, store.ArtifactKey("app", "0"+want[1:]), want), ferry.ENOTFOUND)
 }
 
 func testInvalidKeys(t *testing.T, s store.Store) {
