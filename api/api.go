@@ -35,6 +35,7 @@ const (
 	PathLocks       = "/v1/locks"                              // GET → []Lock
 	PathLock        = "/v1/locks/{app}/{group}"                // DELETE (admin: break)
 	PathAudit       = "/v1/audit"                              // GET → []AuditEvent
+	PathGC          = "/v1/gc"                                 // POST GCRequest → GCResult (admin)
 	PathAgentJoin   = "/v1/agent/join"                         // POST JoinRequest (no bearer; the join token is in the body) → JoinResponse
 	PathDesired     = "/v1/agent/desired"                      // GET ?index=N&wait=5m → Desired (agent credential)
 	PathReport      = "/v1/agent/report"                       // POST Report (agent credential) → 204
@@ -78,6 +79,24 @@ type Artifact struct {
 	Uploaded time.Time `json:"uploaded"`
 	By       string    `json:"by"`
 	Existed  bool      `json:"existed,omitempty"` // the upload was skipped: the server had it
+}
+
+// GCRequest asks the server to remove artifacts no release references,
+// keeping the Keep newest per app and any uploaded within MinAge.
+type GCRequest struct {
+	Keep   int           `json:"keep"`
+	MinAge time.Duration `json:"min_age"`
+	DryRun bool          `json:"dry_run,omitempty"`
+}
+
+// GCResult is what a collection removed (or would have, on a dry run).
+type GCResult struct {
+	Removed []Artifact `json:"removed"`
+	Kept    int        `json:"kept"`
+	Freed   int64      `json:"freed"` // bytes
+	DryRun  bool       `json:"dry_run,omitempty"`
+	// Failed are the artifacts the store would not delete, with why.
+	Failed map[string]string `json:"failed,omitempty"`
 }
 
 // App is a deployable the server knows from its artifacts.

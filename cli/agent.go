@@ -31,6 +31,7 @@ func newAgent(env Env) *cobra.Command {
 	var (
 		cfg           agent.Config
 		logMax, cache string
+		maxBandwidth  string
 		logLevel      string
 		server, join  string
 		caSHA256      string
@@ -61,6 +62,7 @@ no request is dropped. The desired-state document:
       scale: {web: 2}`,
 		Example: `  ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --join JOIN_TOKEN --ca-sha256 9f86… --name web-1
   ferry agent --root /var/lib/ferry --desired /etc/ferry/desired.yaml
+  ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --max-bandwidth 20MB --download-splay 30s
   ferry agent --root /srv/ferry --desired https://deploy.example.com/hosts/web-1.json --poll 10s
   ferry agent status --root /srv/ferry
   ferry agent logs --root /srv/ferry hello --process web -f`,
@@ -87,6 +89,13 @@ no request is dropped. The desired-state document:
 					return usageError{fmt.Errorf("--cache-max: %w", err)}
 				}
 				cfg.CacheMax = n
+			}
+			if maxBandwidth != "" {
+				n, err := parseBytes(maxBandwidth)
+				if err != nil {
+					return usageError{fmt.Errorf("--max-bandwidth: %w", err)}
+				}
+				cfg.Fetch.MaxBandwidth = n
 			}
 			var lvl slog.Level
 			var err error
@@ -143,6 +152,8 @@ no request is dropped. The desired-state document:
 	f.StringVar(&cache, "cache-max", "5GiB", "artifact cache size")
 	f.IntVar(&cfg.Fetch.Retries, "retry", 3, "download retries")
 	f.DurationVar(&cfg.Fetch.RetryWait, "retry-wait", 2*time.Second, "wait before the first download retry (doubling)")
+	f.StringVar(&maxBandwidth, "max-bandwidth", "", "limit the download rate, e.g. 10MB (per second)")
+	f.DurationVar(&cfg.Fetch.Splay, "download-splay", 0, "wait a random time up to this before each download, so a fleet does not start at once (e.g. 30s)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cfg.Fetch.Backoff = true
 	cmd.AddCommand(newAgentStatus(env), newAgentLogs(env), newAgentInstall(env), newAgentUpgrade(env), newAgentJoinToken(env))

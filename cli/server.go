@@ -13,11 +13,13 @@ import (
 
 func newServer(env Env) *cobra.Command {
 	var (
-		cfg      server.Config
-		logLevel string
-		stateURL string
-		storeURL string
-		ef       etcdFlags
+		cfg       server.Config
+		logLevel  string
+		stateURL  string
+		storeURL  string
+		ef        etcdFlags
+		direct    bool
+		signedTTL time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -38,11 +40,20 @@ DIR/secrets.key, or --secrets-key-file) and the same artifact store.
 On first start it makes a TLS CA and certificate (DIR/tls; agents pin the CA
 by its sha256) and an admin token (DIR/admin.token, mode 0600), and prints
 the token and how to log in and join an agent. --tls-cert/--tls-key use the
-operator's own certificate instead.`,
+operator's own certificate instead.
+
+--store keeps artifacts in a bucket instead: s3://bucket/prefix?region=… (any
+S3-compatible server with endpoint=…&use_path_style=true) or gs://bucket/prefix,
+under artifacts/<app>/<sha256>.tar.zst; credentials come from the cloud SDKs'
+usual places (AWS_* or ~/.aws, instance roles; GOOGLE_APPLICATION_CREDENTIALS
+or the metadata server), never from flags. With --direct-download agents fetch
+artifacts straight from the bucket with short-lived signed URLs the server
+hands out, so the server does not carry a big fleet's downloads.`,
 		Example: `  ferry server --data /var/lib/ferry-server --listen :7400
   ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400
   ferry server --data /var/lib/ferry-server --state etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
-  ferry server --data /var/lib/ferry-server --store 's3://artifacts/ferry?region=eu-west-1'`,
+  ferry server --data /var/lib/ferry-server --store 's3://artifacts/ferry?region=eu-west-1' --direct-download
+  ferry server --data /var/lib/ferry-server --store gs://my-artifacts/ferry`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Data == "" {
@@ -75,6 +86,12 @@ operator's own certificate instead.`,
 				defer bs.Close()
 				cfg.Store = bs
 			}
+			if direct {
+				if signedTTL <= 0 {
+					return usageError{fmt.Errorf("--signed-url-ttl must be positive")}
+				}
+				cfg.DirectDownload = signedTTL
+			}
 			srv, err := server.New(cfg)
 			if err != nil {
 				return err
@@ -92,7 +109,9 @@ operator's own certificate instead.`,
 	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "age identity that encrypts config secrets (default DATA/secrets.key, made on first start; $FERRY_SECRETS_KEY overrides)")
-	f.StringVar(&storeURL, "store", "", "artifact store: s3://bucket[/prefix]?region=… (endpoint=…&use_path_style=true for S3-compatible servers; credentials from the AWS environment or config) or file:///dir (default DATA/artifacts)")
+	f.StringVar(&storeURL, "store", "", "artifact store: s3://bucket[/prefix]?region=… (endpoint=…&use_path_style=true for S3-compatible servers), gs://bucket[/prefix] or file:///dir (default DATA/artifacts)")
+	f.BoolVar(&direct, "direct-download", false, "agents download artifacts straight from the --store bucket with signed URLs")
+	f.DurationVar(&signedTTL, "signed-url-ttl", 10*time.Minute, "how long a --direct-download URL is valid")
 	f.StringVar(&stateURL, "state", "", "state store: bolt:///path/state.db or etcd://HOST:2379,… (default bolt at DATA/state.db)")
 	ef.add(f)
 	cmd.AddCommand(newServerMigrate(env))

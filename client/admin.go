@@ -98,3 +98,11 @@ func (c *Client) SignRelease(ctx context.Context, app string, n int, sig signatu
 	_, err := c.do(ctx, call{method: http.MethodPost, path: path(api.PathSignatures, app, strconv.Itoa(n)), body: sig, out: &out})
 	return out, err
 }
+
+// GC removes the artifacts no release references, keeping each app's
+// req.Keep newest and those younger than req.MinAge (admin).
+func (c *Client) GC(ctx context.Context, req api.GCRequest) (api.GCResult, error) {
+	var out api.GCResult
+	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathGC, body: req, out: &out})
+	return out, err
+}

@@ -41,28 +41,35 @@ func (c *Client) Report(ctx context.Context, r api.Report) error {
 // (api.PathArtifact): this client's TLS trust and credential, so an agent's
 // download authenticates. Register it for "https" (and "http") in the
 // agent's fetch.Registry. The credential goes only to this server's host,
-// never to another host a URL or a redirect names (a store's signed URL).
+// never to another host a URL or a redirect names: a server with
+// --direct-download redirects to the store's signed URL, which is fetched
+// with the system's roots, not the pinned CA.
 func (c *Client) ArtifactSource() fetch.Source {
 	tr := c.tr.Clone()
 	// Unlike a blocking query, a download's headers come at once.
 	tr.ResponseHeaderTimeout = 30 * time.Second
+	tr.DisableCompression = true // the digest is of the bytes as stored
 	hosts := map[string]bool{}
 	for _, b := range c.bases {
 		hosts[b.Host] = true
 	}
-	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, hosts: hosts, token: c.token}}}
+	other := fetch.NewHTTP().Client.Transport
+	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, other: other, hosts: hosts, token: c.token}}}
 }
 
 // authTransport adds the bearer credential to requests for the client's
-// servers.
+// servers, and sends requests for any other host through other.
 type authTransport struct {
-	base  http.RoundTripper
-	hosts map[string]bool
-	token string
+	base, other http.RoundTripper
+	hosts       map[string]bool
+	token       string
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !t.hosts[req.URL.Host] || t.token == "" || req.Header.Get("Authorization") != "" {
+	if !t.hosts[req.URL.Host] {
+		return t.other.RoundTrip(req)
+	}
+	if t.token == "" || req.Header.Get("Authorization") != "" {
 		return t.base.RoundTrip(req)
 	}
 	r := req.Clone(req.Context())

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"slices"
@@ -69,6 +70,7 @@ type Options struct {
 	RetryWait    time.Duration // wait between attempts
 	Backoff      bool          // double the wait after each attempt, to 60s
 	MaxBandwidth int64         // bytes per second; 0 is unlimited
+	Splay        time.Duration // wait a random time up to this before starting, so a fleet does not start at once
 	IdleTimeout  time.Duration // an attempt with no bytes for this long fails
 	Checksum     string        // hex digest; md5, sha1, sha256 or sha512 by length
 	Logger       *slog.Logger
@@ -143,6 +145,11 @@ func (r Registry) Download(ctx context.Context, src string, f *os.File, opt Opti
 	}
 	if err := reset(); err != nil {
 		return res, err
+	}
+	if opt.Splay > 0 {
+		if err := sleep(ctx, rand.N(opt.Splay)); err != nil {
+			return res, err
+		}
 	}
 	wait := opt.RetryWait
 	retries := max(opt.Retries, 0) // a negative count must still try once, not succeed with nothing

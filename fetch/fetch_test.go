@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -870,4 +871,38 @@ type statusHook struct {
 func (h statusHook) WriteHeader(code int) {
 	h.seen(code)
 	h.ResponseWriter.WriteHeader(code)
+}
+
+// TestDownloadSplay: downloads started together with a splay reach the
+// server spread over it, not at once, and a cancel during the wait ends it.
+func TestDownloadSplay(t *testing.T) {
+	t.Parallel()
+	var c counter
+	srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		c.see(r)
+		w.Write([]byte("x"))
+	})
+	const n, splay = 20, 400 * time.Millisecond
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := fetch.NewRegistry().Download(t.Context(), srv.URL, dest(t), fetch.Options{Splay: splay}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	c.mu.Lock()
+	first, last := slices.MinFunc(c.times, time.Time.Compare), slices.MaxFunc(c.times, time.Time.Compare)
+	c.mu.Unlock()
+	// 20 uniform draws over 400 ms all land within 40 ms of each other
+	// with probability below 1e-17.
+	if spread := last.Sub(first); spread < splay/10 {
+		t.Errorf("%d downloads with a %s splay reached the server within %s", n, splay, spread)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := fetch.NewRegistry().Download(ctx, srv.URL, dest(t), fetch.Options{Splay: time.Hour}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled during the splay: %v", err)
+	}
 }

@@ -176,6 +176,9 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) 
 		if !hd.names(sum) {
 			return ferry.Errorf(ferry.EDENIED, "host %s: artifact %s is not in its desired state", p.Host, sum)
 		}
+		if s.signer != nil && r.Method == http.MethodGet {
+			return s.redirectToStore(w, r, art.App, sum)
+		}
 	}
 	var offset, end int64 = 0, -1
 	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {

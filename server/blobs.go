@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/http"
+	"time"
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/store"
@@ -31,4 +34,40 @@ func (s *Server) openBlob(ctx context.Context, app, sum string, offset int64) (i
 		return nil, 0, err
 	}
 	return s.blobs.Open(ctx, key, offset)
+}
+
+// URLSigner is a store that can hand out URLs reading a key without
+// credentials until they expire (S3's presigned URLs, GCS's signed URLs).
+type URLSigner interface {
+	SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
+// checkSigner makes sure the store signs URLs before the server promises
+// agents direct downloads: signing is local, so one try tells.
+func checkSigner(blobs store.Store) (URLSigner, error) {
+	sg, ok := blobs.(URLSigner)
+	if !ok {
+		return nil, ferry.Errorf(ferry.EINVALID, "server: --direct-download: the artifact store cannot sign URLs; use an s3:// or gs:// --store")
+	}
+	if _, err := sg.SignedURL(context.Background(), store.ArtifactKey("check", "signing"), time.Minute); err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, err, "server: --direct-download: the artifact store cannot sign URLs (gs:// needs a service account key or the metadata server's signBlob; file:// cannot)")
+	}
+	return sg, nil
+}
+
+// redirectToStore answers an agent's download with a short-lived URL of
+// the store itself. Each attempt and each resume asks again, so a URL only
+// needs to live as long as one attempt may wait to start.
+func (s *Server) redirectToStore(w http.ResponseWriter, r *http.Request, app, sum string) error {
+	key, _, err := s.blobKey(r.Context(), app, sum)
+	if err != nil {
+		return err
+	}
+	u, err := s.signer.SignedURL(r.Context(), key, s.cfg.DirectDownload)
+	if err != nil {
+		return fmt.Errorf("sign a download URL for %s: %w", key, err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return nil
 }

@@ -53,6 +53,7 @@ func (s *Server) routes() {
 	h("GET "+api.PathLocks, api.RoleAdmin, s.listLocks)
 	h("DELETE "+api.PathLock, api.RoleAdmin, s.breakLock)
 	h("GET "+api.PathAudit, api.RoleAdmin, s.listAudit)
+	h("POST "+api.PathGC, api.RoleAdmin, s.gc)
 	h("POST "+api.PathAgentJoin, roleNone, s.join)
 	h("GET "+api.PathDesired, api.RoleAgent, s.desired)
 	h("POST "+api.PathReport, api.RoleAgent, s.report)

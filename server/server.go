@@ -64,6 +64,10 @@ type Config struct {
 	SecretsKeyFile string
 	Store          store.Store   // default: directory Data/artifacts
 	HostLostAfter  time.Duration // default 30s
+	// DirectDownload, when set, sends agents to the store itself for
+	// artifacts, with URLs signed for this long, so the server does not
+	// carry a big fleet's downloads. The store must sign URLs (URLSigner).
+	DirectDownload time.Duration
 	Logger         *slog.Logger
 }
 
@@ -73,6 +77,7 @@ type Server struct {
 	log        *slog.Logger
 	st         state.Store
 	blobs      store.Store
+	signer     URLSigner // the store, when agents download from it directly
 	ownsState  bool
 	ln         net.Listener
 	tls        *tls.Config
@@ -136,6 +141,11 @@ func New(cfg Config) (s *Server, err error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 		s.blobs = b
+	}
+	if cfg.DirectDownload > 0 {
+		if s.signer, err = checkSigner(s.blobs); err != nil {
+			return nil, err
+		}
 	}
 	s.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {

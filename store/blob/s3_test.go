@@ -5,164 +5,98 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ferrydeploy/ferry/store"
 	"github.com/ferrydeploy/ferry/store/blob"
+	"github.com/ferrydeploy/ferry/store/blob/blobtest"
 	"github.com/ferrydeploy/ferry/store/storetest"
 )
-
-const (
-	testAccess = "ferrytest"
-	testSecret = "ferrytestsecret"
-)
-
-// startVersityGW runs a real S3-compatible server (versitygw's posix
-// backend) on loopback and returns its endpoint. Without the binary the
-// test skips, except under CI, where it fails: scripts/install-deps.sh
-// builds it.
-func startVersityGW(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("versitygw")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("versitygw is not installed: run scripts/install-deps.sh")
-		}
-		t.Skip("versitygw is not installed (scripts/install-deps.sh builds it)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "--port", addr, "posix", t.TempDir())
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+testAccess, "ROOT_SECRET_KEY="+testSecret)
-	log, _ := os.Create(t.TempDir() + "/versitygw.log")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); log.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log.Name())
-			t.Fatalf("versitygw did not listen on %s within 20s:\n%s", addr, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "http://" + addr
-}
-
-func s3Client(endpoint string) *s3.Client {
-	return s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(testAccess, testSecret, ""),
-	})
-}
 
 // TestS3 runs the conformance suite on a real S3-compatible server, each
 // subtest in a bucket of its own, through a key prefix as the server's
 // --store s3://bucket/prefix would.
 func TestS3(t *testing.T) {
-	endpoint := startVersityGW(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
-	cli := s3Client(endpoint)
+	srv := blobtest.StartS3(t)
 	n := 0
 	storetest.Run(t, func(t *testing.T) store.Store {
 		n++
-		bucket := fmt.Sprintf("ferry-test-%d", n)
-		if _, err := cli.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-			t.Fatalf("create bucket: %v", err)
-		}
-		s, err := blob.Open(context.Background(), fmt.Sprintf("s3://%s/artifacts?endpoint=%s&use_path_style=true&region=us-east-1", bucket, endpoint))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		return open(t, srv.Bucket(t, fmt.Sprintf("ferry-test-%d", n), "artifacts"))
 	})
 }
 
-// TestS3Source: an s3:// URL reads through Source, from an offset too, as
-// ferry apply and the agent fetch artifacts named that way.
-func TestS3Source(t *testing.T) {
-	endpoint := startVersityGW(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
-	ctx := context.Background()
-	if _, err := s3Client(endpoint).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("src")}); err != nil {
-		t.Fatal(err)
-	}
-	q := "?endpoint=" + endpoint + "&use_path_style=true&region=us-east-1"
-	st, err := blob.Open(ctx, "s3://src"+q)
+// TestGCS runs the conformance suite on gs:// buckets of a GCS emulator,
+// through a key prefix as --store gs://bucket/prefix would.
+func TestGCS(t *testing.T) {
+	srv := blobtest.StartGCS(t)
+	n := 0
+	storetest.Run(t, func(t *testing.T) store.Store {
+		n++
+		return open(t, srv.Bucket(t, fmt.Sprintf("ferry-gcs-%d", n), "artifacts"))
+	})
+}
+
+func open(t *testing.T, rawURL string) *blob.Store {
+	t.Helper()
+	s, err := blob.Open(context.Background(), rawURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	body := []byte("0123456789abcdef")
-	if err := st.Put(ctx, "dist/hello-v1.tar.zst", bytes.NewReader(body), int64(len(body))); err != nil {
-		t.Fatal(err)
-	}
-	var src blob.Source
-	for _, off := range []int64{0, 10} {
-		u, _ := url.Parse("s3://src/dist/hello-v1.tar.zst" + q)
-		rc, resumed, err := src.Open(ctx, u, off)
-		if err != nil {
-			t.Fatalf("Open at %d: %v", off, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestS3Source: an s3:// URL reads through Source, from an offset too, as
+// ferry apply and the agent fetch artifacts named that way; gs:// the same.
+func TestS3Source(t *testing.T) {
+	s3srv := blobtest.StartS3(t)
+	gcs := blobtest.StartGCS(t)
+	ctx := context.Background()
+	for _, tt := range []struct{ bucket, src, query string }{
+		{s3srv.Bucket(t, "src", ""), "s3://src/dist/hello-v1.tar.zst", s3srv.Query()},
+		{gcs.Bucket(t, "src", ""), "gs://src/dist/hello-v1.tar.zst", ""},
+	} {
+		st := open(t, tt.bucket)
+		body := []byte("0123456789abcdef")
+		if err := st.Put(ctx, "dist/hello-v1.tar.zst", bytes.NewReader(body), int64(len(body))); err != nil {
+			t.Fatal(err)
 		}
-		got, _ := io.ReadAll(rc)
-		rc.Close()
-		if !bytes.Equal(got, body[off:]) || resumed != (off > 0) {
-			t.Fatalf("Open at %d: %q resumed=%v", off, got, resumed)
+		var src blob.Source
+		for _, off := range []int64{0, 10} {
+			u, _ := url.Parse(tt.src + tt.query)
+			rc, resumed, err := src.Open(ctx, u, off)
+			if err != nil {
+				t.Fatalf("%s at %d: %v", tt.src, off, err)
+			}
+			got, _ := io.ReadAll(rc)
+			rc.Close()
+			if !bytes.Equal(got, body[off:]) || resumed != (off > 0) {
+				t.Fatalf("%s at %d: %q resumed=%v", tt.src, off, got, resumed)
+			}
 		}
-	}
-	u, _ := url.Parse("s3://src/missing" + q)
-	if _, _, err := src.Open(ctx, u, 0); err == nil {
-		t.Fatal("Open of a missing object succeeded")
+		u, _ := url.Parse(strings.Replace(tt.src, "dist/hello-v1.tar.zst", "missing", 1) + tt.query)
+		if _, _, err := src.Open(ctx, u, 0); err == nil {
+			t.Fatalf("%s: Open of a missing object succeeded", u)
+		}
 	}
 }
 
 // TestS3Multipart: a 50 MB artifact goes up as a multipart upload (its
 // ETag says how many parts), the way S3 takes anything over one part.
 func TestS3Multipart(t *testing.T) {
-	endpoint := startVersityGW(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", testAccess)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecret)
+	srv := blobtest.StartS3(t)
 	ctx := context.Background()
-	cli := s3Client(endpoint)
-	if _, err := cli.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("multi")}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := blob.Open(ctx, "s3://multi?endpoint="+endpoint+"&use_path_style=true&region=us-east-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := open(t, srv.Bucket(t, "multi", ""))
 	const size = 50 << 20
 	if err := st.Put(ctx, "big", io.LimitReader(zeros{}, size), size); err != nil {
 		t.Fatal(err)
 	}
-	head, err := cli.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("multi"), Key: aws.String("big")})
+	head, err := srv.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("multi"), Key: aws.String("big")})
 	if err != nil {
 		t.Fatal(err)
 	}
