@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/server"
+	"github.com/ferrydeploy/ferry/store/blob"
 )
 
 // Bench is one run: a server and N agents in this process.
@@ -30,11 +32,13 @@ type Bench struct {
 	Artifacts []Artifact
 	Progress  io.Writer
 
-	srv     *server.Server
-	admin   *client.Client
-	log     *slog.Logger
-	members []*member
-	changed chan struct{} // nudged when an agent reports or gets a document
+	srv               *server.Server // in-process, without -server-bin
+	srvProc, s3Proc   *proc          // with -server-bin, -s3
+	url, token, caSHA string
+	admin             *client.Client
+	log               *slog.Logger
+	members           []*member
+	changed           chan struct{} // nudged when an agent reports or gets a document
 
 	errN    atomic.Int64
 	errMu   sync.Mutex
@@ -126,8 +130,6 @@ func (b *Bench) Run(ctx context.Context) (res RunResult, err error) {
 	b.log = slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b.changed = make(chan struct{}, 1)
 
-	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSrv()
 	data := filepath.Join(b.Dir, "server")
 	if b.Opt.ServerData != "" {
 		data = fmt.Sprintf("%s.%d", b.Opt.ServerData, b.N)
@@ -135,22 +137,28 @@ func (b *Bench) Run(ctx context.Context) (res RunResult, err error) {
 			defer os.RemoveAll(data)
 		}
 	}
-	b.srv, err = server.New(server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server")})
+	storeURL := ""
+	if b.Opt.S3 {
+		var sURL string
+		if b.s3Proc, sURL, err = startS3(ctx, filepath.Join(b.Dir, "s3")); err != nil {
+			return res, err
+		}
+		defer b.s3Proc.stop()
+		storeURL = sURL
+	}
+	stopSrv, err := b.startServer(ctx, data, storeURL)
 	if err != nil {
 		return res, err
 	}
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- b.srv.Run(srvCtx) }()
 	defer func() {
-		stopSrv()
-		if serr := <-srvDone; serr != nil && err == nil {
+		if serr := stopSrv(); serr != nil && err == nil {
 			err = fmt.Errorf("server: %w", serr)
 		}
 	}()
-	if b.admin, err = client.New(b.srv.URL(), b.srv.AdminToken(), b.srv.CASHA256()); err != nil {
+	if b.admin, err = client.New(b.url, b.token, b.caSHA); err != nil {
 		return res, err
 	}
-	b.progress("server %s", b.srv.URL())
+	b.progress("server %s", b.url)
 	for _, a := range b.Artifacts {
 		t := time.Now()
 		if _, err := b.admin.UploadArtifact(ctx, a.Path, nil); err != nil {
@@ -221,7 +229,11 @@ func (b *Bench) Run(ctx context.Context) (res RunResult, err error) {
 		}()
 	}
 
-	for _, a := range b.Artifacts {
+	deploys := b.Artifacts
+	if b.Opt.Redeploy {
+		deploys = append(slices.Clone(deploys), b.Artifacts[0])
+	}
+	for _, a := range deploys {
 		d, err := b.deploy(ctx, a)
 		res.Deploys = append(res.Deploys, d)
 		if err != nil {
@@ -243,7 +255,7 @@ func (b *Bench) join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("join token: %w", err)
 	}
-	anon, err := client.New(b.srv.URL(), "", b.srv.CASHA256())
+	anon, err := client.New(b.url, "", b.caSHA)
 	if err != nil {
 		return err
 	}
@@ -260,7 +272,7 @@ func (b *Bench) join(ctx context.Context) error {
 					errs <- fmt.Errorf("join %s: %w", name, err)
 					return
 				}
-				c, err := client.New(b.srv.URL(), res.Secret, b.srv.CASHA256())
+				c, err := client.New(b.url, res.Secret, b.caSHA)
 				if err != nil {
 					errs <- err
 					return
@@ -305,7 +317,7 @@ func (b *Bench) startAgents(ctx context.Context) error {
 			Source:        m,
 			Report:        m.reportFn,
 			Registry:      reg,
-			CacheMax:      1, // keep only the artifacts that run: disk is agents × artifacts
+			CacheMax:      max(int64(b.Opt.CacheMB)<<20, 1), // 1 byte: only the artifacts that run (disk is agents × artifacts)
 			HealthTimeout: b.Opt.HealthTimeout,
 			Logger:        b.log.With("part", "agent", "host", m.name),
 			Self:          self,
@@ -345,3 +357,53 @@ func (b *Bench) checkDisk() error {
 }
 
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
+
+// startServer runs the ferry server: in this process, or with -server-bin
+// as its own. stop ends it and waits.
+func (b *Bench) startServer(ctx context.Context, data, storeURL string) (stop func() error, err error) {
+	if storeURL != "" {
+		os.Setenv("AWS_ACCESS_KEY_ID", s3Access)
+		os.Setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
+	}
+	if b.Opt.ServerBin != "" {
+		args := []string{"--host-lost-after", b.Opt.HostLostAfter.String()}
+		if storeURL != "" {
+			args = append(args, "--store", storeURL)
+		}
+		if b.Opt.Direct {
+			args = append(args, "--direct-download")
+		}
+		p, url, token, ca, err := startServer(ctx, b.Opt.ServerBin, data, b.Dir, args)
+		if err != nil {
+			return nil, err
+		}
+		b.srvProc, b.url, b.token, b.caSHA = p, url, token, ca
+		return func() error { p.stop(); return nil }, nil
+	}
+	cfg := server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server")}
+	closeStore := func() {}
+	if storeURL != "" {
+		bs, err := blob.Open(ctx, storeURL)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Store, closeStore = bs, func() { bs.Close() }
+		if b.Opt.Direct {
+			cfg.DirectDownload = 10 * time.Minute
+		}
+	}
+	if b.srv, err = server.New(cfg); err != nil {
+		closeStore()
+		return nil, err
+	}
+	b.url, b.token, b.caSHA = b.srv.URL(), b.srv.AdminToken(), b.srv.CASHA256()
+	srvCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- b.srv.Run(srvCtx) }()
+	return func() error {
+		cancel()
+		err := <-srvDone
+		closeStore()
+		return err
+	}, nil
+}

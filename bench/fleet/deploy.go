@@ -40,12 +40,16 @@ type DeployResult struct {
 	// deployment first showed the host healthy.
 	HostHealthy Stats `json:"host_healthy"`
 	// Downloads: every agent fetches the artifact from the one server.
-	Downloads  Downloads     `json:"downloads"`
-	CPU        time.Duration `json:"cpu"` // this process (server + agents), utime+stime over the deploy
-	LoadBefore string        `json:"load_before"`
-	LoadAfter  string        `json:"load_after"`
-	After      Snapshot      `json:"after"`
-	Error      string        `json:"error,omitempty"`
+	Downloads Downloads     `json:"downloads"`
+	CPU       time.Duration `json:"cpu"` // this process (agents, and the server unless -server-bin), utime+stime over the deploy
+	// Server and S3 are the -server-bin and -s3 processes over the deploy:
+	// CPU time and bytes written (files and sockets).
+	Server     usage    `json:"server"`
+	S3         usage    `json:"s3"`
+	LoadBefore string   `json:"load_before"`
+	LoadAfter  string   `json:"load_after"`
+	After      Snapshot `json:"after"`
+	Error      string   `json:"error,omitempty"`
 }
 
 // Downloads sums up the agents' fetches of one artifact.
@@ -66,7 +70,7 @@ func (b *Bench) deploy(ctx context.Context, a Artifact) (r DeployResult, err err
 		}
 	}()
 	r.LoadBefore = loadavg()
-	cpu0 := selfCPU()
+	cpu0, srv0, s30 := selfCPU(), b.srvProc.usage(), b.s3Proc.usage()
 	sent := time.Now()
 	d, err := b.admin.Deploy(ctx, api.DeployRequest{App: appName, Group: group, Version: a.Version, Strategy: api.StrategyAll,
 		HealthTimeout: b.Opt.HealthTimeout, WaitLock: time.Minute})
@@ -100,6 +104,7 @@ func (b *Bench) deploy(ctx context.Context, a Artifact) (r DeployResult, err err
 	r.ToAllHealthy = time.Since(sent)
 	r.State = d.State
 	r.CPU = selfCPU() - cpu0
+	r.Server, r.S3 = b.srvProc.usage().sub(srv0), b.s3Proc.usage().sub(s30)
 	r.LoadAfter = loadavg()
 	r.After = snapshot()
 
@@ -116,7 +121,7 @@ func (b *Bench) deploy(ctx context.Context, a Artifact) (r DeployResult, err err
 		if t, ok := healthy[m.name]; ok {
 			host = append(host, t.Sub(sent))
 		}
-		if dl, ok := m.downloadOf(a.SHA256); ok {
+		if dl, ok := m.downloadOf(a.SHA256, sent); ok {
 			r.Downloads.Count++
 			r.Downloads.Bytes += dl.Bytes
 			each = append(each, dl.End.Sub(dl.Start))

@@ -45,6 +45,11 @@ type Options struct {
 	NoDiskCheck   bool          `json:"no_disk_check"`
 	CPUProfile    string        `json:"cpu_profile,omitempty"`
 	ServerData    string        `json:"server_data,omitempty"`
+	ServerBin     string        `json:"server_bin,omitempty"`
+	S3            bool          `json:"s3,omitempty"`
+	Direct        bool          `json:"direct,omitempty"`
+	CacheMB       int           `json:"cache_mb,omitempty"`
+	Redeploy      bool          `json:"redeploy,omitempty"`
 }
 
 // Run parses args, runs the benchmark once per agent count, prints the
@@ -67,6 +72,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl.BoolVar(&o.Keep, "keep", false, "keep the scratch directory (server data, agents' roots, log)")
 	fl.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the deploys to this file (.N appended per agent count)")
 	fl.StringVar(&o.ServerData, "server-data", "", "the server's data directory (state.db, artifacts) instead of one in the scratch directory; e.g. on a tmpfs, so the agents' installs on the same disk do not stall the server's fsyncs, as they would not in a real fleet (.N appended per agent count, removed afterwards unless -keep)")
+	fl.StringVar(&o.ServerBin, "server-bin", "", "run this ferry binary's server as its own process (its CPU and bytes written are then measured apart from the agents')")
+	fl.BoolVar(&o.S3, "s3", false, "keep artifacts in a real S3-compatible server (versitygw from PATH, started by the bench)")
+	fl.BoolVar(&o.Direct, "direct", false, "with -s3: agents download from the bucket with signed URLs (ferry server --direct-download)")
+	fl.IntVar(&o.CacheMB, "cache-mb", 0, "each agent's artifact cache in MiB (0: only the artifacts that run)")
+	fl.BoolVar(&o.Redeploy, "redeploy", false, "after the deploys, deploy the first version again: from the agents' caches when -cache-mb holds it")
 	fl.BoolVar(&o.NoDiskCheck, "no-disk-check", false, "run even when the scratch filesystem looks too small for agents × artifacts")
 	if err := fl.Parse(args); err != nil {
 		return err
@@ -80,6 +90,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-agents %q: want positive counts, comma-separated", *agents)
 		}
 		o.Agents = append(o.Agents, n)
+	}
+	if o.Direct && !o.S3 {
+		return fmt.Errorf("-direct needs -s3: a directory store cannot sign URLs")
 	}
 	if o.ArtifactMB < 0 || o.Deploys < 1 || o.Scale < 0 || o.Joiners < 1 || o.HealthTimeout <= 0 {
 		return fmt.Errorf("-artifact-mb must be at least 0, -deploys and -joiners at least 1, -scale at least 0, -health-timeout positive")

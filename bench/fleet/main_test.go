@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -64,5 +65,52 @@ func TestSmoke(t *testing.T) {
 		if d.After.Children != 3 {
 			t.Errorf("%s: %d app processes, want 3", d.Version, d.After.Children)
 		}
+	}
+}
+
+// TestSmokeDirect runs the fan-out variant: artifacts in a real S3 server,
+// agents downloading from it with signed URLs, then a redeploy of the
+// first release that the agents' caches serve.
+func TestSmokeDirect(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the bench reads /proc")
+	}
+	if _, err := exec.LookPath("versitygw"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("versitygw is not installed: run scripts/install-deps.sh")
+		}
+		t.Skip("versitygw is not installed (scripts/install-deps.sh builds it)")
+	}
+	out := filepath.Join(t.TempDir(), "results.json")
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := Run(ctx, []string{"-agents", "3", "-artifact-mb", "1", "-s3", "-direct", "-cache-mb", "10", "-redeploy", "-work", t.TempDir(), "-out", out}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	b, _ := os.ReadFile(out)
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	run := res.Runs[0]
+	if len(run.Deploys) != 3 || run.Leftover != 0 || run.Err != "" {
+		t.Fatalf("run: %+v", run)
+	}
+	for i, d := range run.Deploys {
+		want := 3
+		if i == 2 {
+			want = 0 // the redeploy of v1: cached
+		}
+		if d.State != "succeeded" || d.Downloads.Count != want || d.Delivered != 3 {
+			t.Errorf("deploy %d (%s): %d downloads, want %d; %+v", i+1, d.Version, d.Downloads.Count, want, d)
+		}
+		if i < 2 && d.S3.Wrote < 3*d.Bytes {
+			t.Errorf("deploy %d: the S3 server wrote %d bytes, less than 3 × %d: the downloads did not come from it", i+1, d.S3.Wrote, d.Bytes)
+		}
+	}
+	if !strings.Contains(stdout.String(), "signed URLs") {
+		t.Errorf("report does not say how artifacts were delivered:\n%s", stdout.String())
 	}
 }

@@ -27,7 +27,8 @@ type member struct {
 	report atomic.Bool
 
 	mu        sync.Mutex
-	delivered map[string]time.Time // artifact sha256 → when Watch first called fn with it
+	delivered map[string]time.Time // artifact sha256 → when Watch last called fn with it newly named
+	last      string               // the artifact the last document named
 	downloads map[string]download  // artifact sha256 → its (last) download
 }
 
@@ -47,8 +48,10 @@ func (m *member) Watch(ctx context.Context, fn func(*desired.Doc, error)) error 
 		} else if a, ok := doc.Apps[appName]; ok {
 			now := time.Now()
 			m.mu.Lock()
-			if _, seen := m.delivered[a.SHA256]; !seen {
-				m.delivered[a.SHA256] = now
+			// A document that names another artifact than the last one
+			// delivers it (again, on a redeploy of an earlier release).
+			if a.SHA256 != m.last {
+				m.delivered[a.SHA256], m.last = now, a.SHA256
 			}
 			m.mu.Unlock()
 			m.b.nudge()
@@ -76,11 +79,12 @@ func (m *member) deliveredAt(sha string) (time.Time, bool) {
 	return t, ok
 }
 
-func (m *member) downloadOf(sha string) (download, bool) {
+// downloadOf is the agent's download of sha that started after since.
+func (m *member) downloadOf(sha string, since time.Time) (download, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ok := m.downloads[sha]
-	return d, ok
+	return d, ok && !d.Start.Before(since)
 }
 
 // timedSource wraps the client's artifact source to time each download.

@@ -69,6 +69,9 @@ func descendants() []int {
 	self := os.Getpid()
 	var out []int
 	for pid := range parent {
+		if _, ok := infra.Load(pid); ok {
+			continue
+		}
 		for p, n := parent[pid], 0; p > 1 && n < 64; p, n = parent[p], n+1 {
 			if p == self {
 				out = append(out, pid)

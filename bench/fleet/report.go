@@ -52,7 +52,21 @@ func (r *Results) WriteMarkdown(w io.Writer) {
 	for _, a := range r.Artifacts {
 		fmt.Fprintf(w, "- artifact %s: %.1f MiB (sha256 %.12s…)\n", a.Version, float64(a.Size)/(1<<20), a.SHA256)
 	}
-	fmt.Fprintf(w, "\nSetup: one server and N agents in one process on loopback (TLS, each agent its own client and credential, its own root); app `%s` with %d instance(s) per agent of `exec sleep 100000`, no health check (healthy after the agent's 1 s MinUptime); `deploy --strategy all`.\n\n", appName, r.Options.Scale)
+	where := "one server and N agents in one process"
+	if r.Options.ServerBin != "" {
+		where = "the server (`ferry server`, its own process) and N agents in one process"
+	}
+	store := "the server's directory store, downloads through the server"
+	switch {
+	case r.Options.Direct:
+		store = "an S3 bucket (versitygw, its own process), agents download from it with signed URLs (`--direct-download`)"
+	case r.Options.S3:
+		store = "an S3 bucket (versitygw, its own process), downloads through the server"
+	}
+	fmt.Fprintf(w, "\nSetup: %s on loopback (TLS, each agent its own client and credential, its own root); artifacts in %s; agent cache %d MiB; app `%s` with %d instance(s) per agent of `exec sleep 100000`, no health check (healthy after the agent's 1 s MinUptime); `deploy --strategy all`.\n\n", where, store, r.Options.CacheMB, appName, r.Options.Scale)
+	if r.Options.ServerBin != "" || r.Options.S3 {
+		r.writeTransfer(w)
+	}
 
 	fmt.Fprintln(w, "| agents | join all | up → all reported | release | deploy → all healthy | desired state reached agents after the deploy call returned: p50 / p99 / max | host healthy (server's view) p50 / p99 / max | downloads: server throughput | one download p50 / p99 | CPU of the process | load before → after |")
 	fmt.Fprintln(w, "|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|")
@@ -118,4 +132,18 @@ func secs(d time.Duration) string {
 
 func msec(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+// writeTransfer is the fan-out table: what each deploy moved and what it
+// cost the server and the bucket.
+func (r *Results) writeTransfer(w io.Writer) {
+	fmt.Fprintln(w, "| agents | release | deploy → all healthy | agents downloaded | server CPU | server wrote | S3 CPU | S3 wrote | bench process CPU |")
+	fmt.Fprintln(w, "|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+	for _, run := range r.Runs {
+		for _, d := range run.Deploys {
+			fmt.Fprintf(w, "| %d | %s (release %d) | %s | %d × = %.2f GiB | %s | %.2f GiB | %s | %.2f GiB | %s |\n", run.Agents, d.Version, d.Release,
+				secs(d.ToAllHealthy), d.Downloads.Count, gib(d.Downloads.Bytes), secs(d.Server.CPU), gib(d.Server.Wrote), secs(d.S3.CPU), gib(d.S3.Wrote), secs(d.CPU))
+		}
+	}
+	fmt.Fprintln(w)
 }
