@@ -34,7 +34,8 @@ const (
 	PathJoinTokens  = "/v1/join-tokens"                        // POST JoinTokenRequest → TokenCreated
 	PathLocks       = "/v1/locks"                              // GET → []Lock
 	PathLock        = "/v1/locks/{app}/{group}"                // DELETE (admin: break)
-	PathAudit       = "/v1/audit"                              // GET → []AuditEvent
+	PathAudit       = "/v1/audit"                              // GET ?app=&group=&who=&limit=N → []AuditEvent (admin)
+	PathWhoami      = "/v1/whoami"                             // GET → Token: the caller's own credential, without its secret
 	PathGC          = "/v1/gc"                                 // POST GCRequest → GCResult (admin)
 	PathAgentJoin   = "/v1/agent/join"                         // POST JoinRequest (no bearer; the join token is in the body) → JoinResponse
 	PathDesired     = "/v1/agent/desired"                      // GET ?index=N&wait=5m → Desired (agent credential)
@@ -75,6 +76,8 @@ type Artifact struct {
 	SHA256   string    `json:"sha256"`
 	App      string    `json:"app"`
 	Version  string    `json:"version"`
+	Commit   string    `json:"commit,omitempty"` // the source's git commit, when built from git
+	Dirty    bool      `json:"dirty,omitempty"`  // built from a tree with uncommitted changes
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
 	By       string    `json:"by"`
@@ -272,6 +275,8 @@ type AuditEvent struct {
 	Action string    `json:"action"` // e.g. deploy, publish, token.create
 	Target string    `json:"target"`
 	Detail string    `json:"detail,omitempty"`
+	App    string    `json:"app,omitempty"`   // the app it touched, when one
+	Group  string    `json:"group,omitempty"` // the group it touched, when one
 }
 
 // JoinRequest registers a host with a join token.

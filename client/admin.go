@@ -79,8 +79,33 @@ func (c *Client) BreakLock(ctx context.Context, app, group string) error {
 // Audit returns the audit events.
 // Audit returns the newest limit audit events, oldest first; 0 means all.
 func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditEvent, error) {
+	return c.AuditOf(ctx, AuditQuery{Limit: limit})
+}
+
+// AuditQuery selects audit events: the newest Limit (0: all) of those that
+// touched App, Group and were made by Who, each when given.
+type AuditQuery struct {
+	App, Group, Who string
+	Limit           int
+}
+
+// AuditOf returns the audit events q selects, oldest first.
+func (c *Client) AuditOf(ctx context.Context, q AuditQuery) ([]api.AuditEvent, error) {
 	var out []api.AuditEvent
-	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, query: url.Values{"limit": {strconv.Itoa(limit)}}, out: &out})
+	v := url.Values{"limit": {strconv.Itoa(q.Limit)}}
+	for k, s := range map[string]string{"app": q.App, "group": q.Group, "who": q.Who} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathAudit, query: v, out: &out})
+	return out, err
+}
+
+// Whoami returns the record of this client's own credential.
+func (c *Client) Whoami(ctx context.Context) (api.Token, error) {
+	var out api.Token
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathWhoami, out: &out})
 	return out, err
 }
 

@@ -197,7 +197,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 		return err
 	}
 	p := &principal{Token: jt.Token}
-	s.auditReq(r, p, "host.join", "host/"+h.Name, "groups "+strings.Join(h.Groups, ","))
+	s.auditReq(r, p, api.AuditEvent{Action: "host.join", Target: "host/" + h.Name, Detail: "groups " + strings.Join(h.Groups, ",")})
 	return writeJSON(w, http.StatusOK, api.JoinResponse{Host: h.Name, Groups: h.Groups, Secret: cred.Secret})
 }
 

@@ -90,11 +90,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 		}
 		return err
 	}
-	rec = api.Artifact{SHA256: sum, App: meta.App, Version: meta.Version, Size: size, Uploaded: time.Now().UTC(), By: p.who()}
+	rec = api.Artifact{SHA256: sum, App: meta.App, Version: meta.Version, Commit: meta.Commit, Dirty: meta.Dirty, Size: size, Uploaded: time.Now().UTC(), By: p.who()}
 	if err := s.putJSON(ctx, prefixArts+sum, rec); err != nil {
 		return err
 	}
-	s.auditReq(r, p, "publish", "artifact/"+sum, fmt.Sprintf("%s %s", meta.App, meta.Version))
+	s.auditReq(r, p, api.AuditEvent{Action: "publish", Target: "artifact/" + sum, Detail: fmt.Sprintf("%s %s", meta.App, meta.Version), App: meta.App})
 	return writeJSON(w, http.StatusCreated, rec)
 }
 

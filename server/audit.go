@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,12 +14,12 @@ import (
 
 // audit records a change. A failure to record is logged, not returned:
 // the change itself already happened.
-func (s *Server) audit(ctx context.Context, p *principal, action, target, detail string) {
-	who := "server" // a change the server made itself: a rollout's outcome, the first admin token
+func (s *Server) audit(ctx context.Context, p *principal, ev api.AuditEvent) {
+	ev.Who = "server" // a change the server made itself: a rollout's outcome, the first admin token
 	if p != nil {
-		who = p.who()
+		ev.Who = p.who()
 	}
-	ev := api.AuditEvent{Time: time.Now().UTC(), Who: who, Action: action, Target: target, Detail: detail}
+	ev.Time = time.Now().UTC()
 	if p != nil {
 		ev.From = p.remote
 	}
@@ -27,26 +28,27 @@ func (s *Server) audit(ctx context.Context, p *principal, action, target, detail
 	}
 	key := fmt.Sprintf("%s%019d-%s", prefixAudit, ev.Time.UnixNano(), randomHex(4))
 	if err := s.putJSON(context.WithoutCancel(ctx), key, ev); err != nil {
-		s.log.Error("audit", "action", action, "target", target, logErr, err)
+		s.log.Error("audit", "action", ev.Action, "target", ev.Target, logErr, err)
 	}
 }
 
 // auditReq is audit for a change made by request r.
-func (s *Server) auditReq(r *http.Request, p *principal, action, target, detail string) {
+func (s *Server) auditReq(r *http.Request, p *principal, ev api.AuditEvent) {
 	if p == nil {
 		p = &principal{}
 		p.Name = "anonymous"
 	}
 	q := *p
 	q.remote = r.RemoteAddr
-	s.audit(r.Context(), &q, action, target, detail)
+	s.audit(r.Context(), &q, ev)
 }
 
 // listAudit answers the newest events, oldest first: ?limit=N (default
-// 100; 0 means all).
+// 100; 0 means all), only those of ?app=, ?group= and ?who= when given.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	q := r.URL.Query()
 	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
+	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			return ferry.Errorf(ferry.EINVALID, "limit %q: want a number of events, 0 for all", v)
@@ -57,6 +59,10 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal)
 	if err != nil {
 		return err
 	}
+	app, group, who := q.Get("app"), q.Get("group"), q.Get("who")
+	evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool {
+		return app != "" && e.App != app || group != "" && e.Group != group || who != "" && e.Who != who
+	})
 	if limit > 0 && len(evs) > limit {
 		evs = evs[len(evs)-limit:]
 	}

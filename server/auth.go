@@ -175,7 +175,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	s.adminToken = tc.Secret
-	s.audit(ctx, nil, "token.create", "token/"+tc.ID, "admin token at first start")
+	s.audit(ctx, nil, api.AuditEvent{Action: "token.create", Target: "token/" + tc.ID, Detail: "admin token at first start"})
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (s *Server) createTokenHandler(w http.ResponseWriter, r *http.Request, p *p
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "token.create", "token/"+tc.ID, fmt.Sprintf("%s %s apps=%v groups=%v", tc.Name, tc.Role, tc.Apps, tc.Groups))
+	s.auditReq(r, p, api.AuditEvent{Action: "token.create", Target: "token/" + tc.ID, Detail: fmt.Sprintf("%s %s apps=%v groups=%v", tc.Name, tc.Role, tc.Apps, tc.Groups)})
 	return writeJSON(w, http.StatusCreated, tc)
 }
 
@@ -232,7 +232,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "join-token.create", "token/"+tc.ID, "groups "+strings.Join(req.Groups, ","))
+	s.auditReq(r, p, api.AuditEvent{Action: "join-token.create", Target: "token/" + tc.ID, Detail: "groups " + strings.Join(req.Groups, ",")})
 	return writeJSON(w, http.StatusCreated, tc)
 }
 
@@ -265,7 +265,13 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p *principa
 	if !found {
 		return ferry.Errorf(ferry.ENOTFOUND, "no token %s", id)
 	}
-	s.auditReq(r, p, "token.revoke", "token/"+id, "")
+	s.auditReq(r, p, api.AuditEvent{Action: "token.revoke", Target: "token/" + id})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// whoami answers the caller's own token record: its name, role and scope,
+// so a client (the web UI) shows only what the caller may do.
+func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p *principal) error {
+	return writeJSON(w, http.StatusOK, p.Token)
 }

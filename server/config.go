@@ -164,7 +164,7 @@ func (s *Server) changeConfig(w http.ResponseWriter, r *http.Request, p *princip
 		if ch.Secret {
 			what += " (secret)"
 		}
-		s.auditReq(r, p, "config.change", "config/"+app, what)
+		s.auditReq(r, p, api.AuditEvent{Action: "config.change", Target: "config/" + app, Detail: what, App: app, Group: ch.Group})
 		return writeJSON(w, http.StatusOK, next.ConfigRevision)
 	}
 }

@@ -89,7 +89,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "deploy", "deployment/"+d.ID, fmt.Sprintf("%s %s to %s (%s)", d.App, label(d.Release), d.Group, d.Strategy))
+	s.auditReq(r, p, api.AuditEvent{Action: "deploy", Target: "deployment/" + d.ID, Detail: fmt.Sprintf("%s %s to %s (%s)", d.App, label(d.Release), d.Group, d.Strategy), App: d.App, Group: d.Group})
 	return writeJSON(w, http.StatusCreated, d)
 }
 

@@ -81,7 +81,7 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "promote", "deployment/"+id, fmt.Sprintf("%s %s on %s", rec.App, label(rec.Release), rec.Group))
+	s.auditReq(r, p, api.AuditEvent{Action: "promote", Target: "deployment/" + id, Detail: fmt.Sprintf("%s %s on %s", rec.App, label(rec.Release), rec.Group), App: rec.App, Group: rec.Group})
 	return writeJSON(w, http.StatusOK, rec.Deployment)
 }
 
@@ -141,6 +141,6 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "rollback", "deployment/"+d.ID, fmt.Sprintf("%s to %s on %s", d.App, label(d.Release), d.Group))
+	s.auditReq(r, p, api.AuditEvent{Action: "rollback", Target: "deployment/" + d.ID, Detail: fmt.Sprintf("%s to %s on %s", d.App, label(d.Release), d.Group), App: d.App, Group: d.Group})
 	return writeJSON(w, http.StatusCreated, d)
 }

@@ -61,7 +61,7 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request, p *principal) error 
 		}
 	}
 	if !req.DryRun {
-		s.auditReq(r, p, "gc", "artifacts", fmt.Sprintf("removed %d (%d bytes), keep %d, min age %s", len(res.Removed), res.Freed, req.Keep, req.MinAge))
+		s.auditReq(r, p, api.AuditEvent{Action: "gc", Target: "artifacts", Detail: fmt.Sprintf("removed %d (%d bytes), keep %d, min age %s", len(res.Removed), res.Freed, req.Keep, req.MinAge)})
 	}
 	return writeJSON(w, http.StatusOK, res)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/server/ui"
 )
 
 // handlerFunc is an API handler: it answers, or returns an error that
@@ -54,12 +55,15 @@ func (s *Server) routes() {
 	h("DELETE "+api.PathLock, api.RoleAdmin, s.breakLock)
 	h("GET "+api.PathAudit, api.RoleAdmin, s.listAudit)
 	h("POST "+api.PathGC, api.RoleAdmin, s.gc)
+	h("GET "+api.PathWhoami, roleAny, s.whoami)
 	h("POST "+api.PathAgentJoin, roleNone, s.join)
 	h("GET "+api.PathDesired, api.RoleAgent, s.desired)
 	h("POST "+api.PathReport, api.RoleAgent, s.report)
-	m.Handle("/", s.handler(roleNone, func(_ http.ResponseWriter, r *http.Request, _ *principal) error {
+	m.Handle("/v1/", s.handler(roleNone, func(_ http.ResponseWriter, r *http.Request, _ *principal) error {
 		return ferry.Errorf(ferry.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))
+	// Everything else is the web UI, which calls this same API in-process.
+	m.Handle("/", ui.New(m, s.log.With("part", "ui")))
 	s.mux = m
 }
 

@@ -179,7 +179,7 @@ func (s *Server) breakLock(w http.ResponseWriter, r *http.Request, p *principal)
 	if err := s.st.Delete(ctx, key); err != nil {
 		return err
 	}
-	s.auditReq(r, p, "lock.break", key, string(kv.Value))
+	s.auditReq(r, p, api.AuditEvent{Action: "lock.break", Target: key, Detail: string(kv.Value), App: r.PathValue("app"), Group: r.PathValue("group")})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

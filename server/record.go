@@ -45,7 +45,7 @@ func (s *Server) finish(ctx context.Context, rec *deployRecord, state, outcome s
 		return err
 	}
 	s.log.Info("deployment ended", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, "state", state, logErr, rec.Error)
-	s.audit(ctx, nil, "deployment."+state, "deployment/"+rec.ID, rec.Error)
+	s.audit(ctx, nil, api.AuditEvent{Action: "deployment." + state, Target: "deployment/" + rec.ID, Detail: rec.Error, App: rec.App, Group: rec.Group})
 	return nil
 }
 

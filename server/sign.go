@@ -60,6 +60,6 @@ func (s *Server) addSignature(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, "release.sign", "release/"+app+"/"+label(n), "key "+signature.KeyID(sig.Key))
+	s.auditReq(r, p, api.AuditEvent{Action: "release.sign", Target: "release/" + app + "/" + label(n), Detail: "key " + signature.KeyID(sig.Key), App: app})
 	return writeJSON(w, http.StatusOK, rel)
 }

@@ -1,0 +1,35 @@
+package ui
+
+import (
+	"html/template"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// funcs are the templates' helpers.
+var funcs = template.FuncMap{
+	"join":  strings.Join,
+	"short": func(s string) string { return s[:min(len(s), 12)] },
+	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05") + " UTC (" + ago(time.Now(), t) + " ago)"
+	},
+	// stateClass colours a deployment's, a host's or a release's state;
+	// the state is always written out too.
+	"stateClass": func(state string) string {
+		switch state {
+		case api.DeploySucceeded, "healthy":
+			return "ok"
+		case api.DeployFailed, "unhealthy":
+			return "bad"
+		case api.DeployRolledBack, api.DeployWaiting:
+			return "warn"
+		}
+		return "busy"
+	},
+}
