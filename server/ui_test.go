@@ -158,7 +158,7 @@ func TestUIAuth(t *testing.T) {
 	}
 	// With it, a deploy asks first and names what it does, then deploys.
 	ans = admin.do("POST", "/apps/web/deploy", url.Values{"release": {"1"}, "group": {"prod"}, "csrf": {csrf}}, nil)
-	if ans.status != 200 || !strings.Contains(ans.body, "Deploy web v1 (1.0.0) to prod?") {
+	if ans.status != 200 || !strings.Contains(ans.body, "Deploy web v1 (1.0.0) to prod?") || len(deps) != 1 {
 		t.Errorf("deploy without confirm: %d\n%s", ans.status, ans.body)
 	}
 

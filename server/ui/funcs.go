@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"html/template"
 	"strings"
 	"time"
@@ -11,6 +12,12 @@ import (
 // funcs are the templates' helpers.
 var funcs = template.FuncMap{
 	"join":  strings.Join,
+	"bytes": func(n int64) string {
+		if n < 1<<20 {
+			return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+		}
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	},
 	"short": func(s string) string { return s[:min(len(s), 12)] },
 	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"when": func(t time.Time) string {

@@ -44,7 +44,8 @@ type appView struct {
 	Groups      []groupRow
 	Releases    []releaseRow
 	Deployments []api.Deployment
-	AllGroups   []string // groups a release can be deployed to
+	AllGroups   []string       // groups a release can be deployed to
+	Artifacts   []api.Artifact // published, newest first
 }
 
 type groupRow struct {
@@ -122,7 +123,11 @@ func (u *UI) appPage(r *http.Request, s *session) (string, any, error) {
 	meta := map[string]api.Artifact{}
 	for _, a := range arts {
 		meta[a.SHA256] = a
+		if a.App == app {
+			v.Artifacts = append(v.Artifacts, a)
+		}
 	}
+	slices.SortFunc(v.Artifacts, func(a, b api.Artifact) int { return b.Uploaded.Compare(a.Uploaded) })
 	slices.SortFunc(rels, func(a, b api.Release) int { return b.Number - a.Number })
 	for _, rel := range rels {
 		row := releaseRow{Release: rel, Commit: meta[rel.SHA256].Commit, Dirty: meta[rel.SHA256].Dirty}
@@ -148,32 +153,58 @@ type confirmView struct {
 	Fields   map[string]string
 }
 
+// deploy rolls out a release (release=N) or a published artifact with
+// the newest config (sha256=…), after a confirmation that names it.
 func (u *UI) deploy(r *http.Request, s *session) (string, string, any, error) {
-	app, group := r.PathValue("app"), r.PostFormValue("group")
-	n, err := strconv.Atoi(r.PostFormValue("release"))
-	if err != nil || n < 1 || group == "" {
-		return "", "", nil, ferry.Errorf(ferry.EINVALID, "pick a release and a group")
+	app, group, sum := r.PathValue("app"), r.PostFormValue("group"), r.PostFormValue("sha256")
+	n, _ := strconv.Atoi(r.PostFormValue("release"))
+	if (n < 1 && sum == "") || group == "" {
+		return "", "", nil, ferry.Errorf(ferry.EINVALID, "pick a release or an artifact, and a group")
+	}
+	req := api.DeployRequest{App: app, Group: group, Release: n}
+	if n < 1 {
+		req.SHA256 = sum
 	}
 	if r.PostFormValue("confirm") != "yes" {
-		rels, err := s.c.Releases(r.Context(), app)
+		what, fields, err := u.describe(r, s, app, n, sum)
 		if err != nil {
 			return "", "", nil, err
 		}
-		version := ""
-		for _, rel := range rels {
-			if rel.Number == n {
-				version = rel.Version
-			}
-		}
+		fields["group"] = group
 		return "", "confirm", confirmView{Action: r.URL.Path, Verb: "Deploy", Back: "/apps/" + app,
-			Question: fmt.Sprintf("Deploy %s v%d (%s) to %s?", app, n, version, group),
-			Fields:   map[string]string{"release": strconv.Itoa(n), "group": group}}, nil
+			Question: fmt.Sprintf("Deploy %s to %s?", what, group), Fields: fields}, nil
 	}
-	d, err := s.c.Deploy(r.Context(), api.DeployRequest{App: app, Group: group, Release: n})
+	d, err := s.c.Deploy(r.Context(), req)
 	if err != nil {
 		return "", "", nil, err
 	}
 	return "/deployments/" + d.ID, "", nil, nil
+}
+
+// describe names release n, or the artifact sum, for a confirmation.
+func (u *UI) describe(r *http.Request, s *session, app string, n int, sum string) (string, map[string]string, error) {
+	if n > 0 {
+		rels, err := s.c.Releases(r.Context(), app)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, rel := range rels {
+			if rel.Number == n {
+				return fmt.Sprintf("%s v%d (%s)", app, n, rel.Version), map[string]string{"release": strconv.Itoa(n)}, nil
+			}
+		}
+		return "", nil, ferry.Errorf(ferry.ENOTFOUND, "%s has no release v%d", app, n)
+	}
+	arts, err := s.c.Artifacts(r.Context())
+	if err != nil {
+		return "", nil, err
+	}
+	for _, a := range arts {
+		if a.SHA256 == sum && a.App == app {
+			return fmt.Sprintf("%s %s (artifact %.12s, with the newest config)", app, a.Version, sum), map[string]string{"sha256": sum}, nil
+		}
+	}
+	return "", nil, ferry.Errorf(ferry.ENOTFOUND, "%s has no published artifact %s", app, sum)
 }
 
 func (u *UI) rollback(r *http.Request, s *session) (string, string, any, error) {
