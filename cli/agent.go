@@ -20,7 +20,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferrydeploy/ferry/agent"
+	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/logfile"
+	"github.com/ferrydeploy/ferry/logship"
 	"github.com/ferrydeploy/ferry/signature"
 )
 
@@ -108,8 +110,9 @@ no request is dropped. The desired-state document:
 					return usageError{fmt.Errorf("--trusted-keys: %w", err)}
 				}
 			}
+			var srv *client.Client
 			if cfg.Desired == "" {
-				if err := serverMode(cmd.Context(), &cfg, server, join, caSHA256); err != nil {
+				if srv, err = serverMode(cmd.Context(), &cfg, server, join, caSHA256); err != nil {
 					return err
 				}
 			}
@@ -134,6 +137,10 @@ no request is dropped. The desired-state document:
 					a.Upgrade()
 				}
 			}()
+			if srv != nil {
+				// The server's requests for this host's process logs.
+				go logship.Serve(cmd.Context(), srv, filepath.Join(cfg.Root, agent.AppsDir), cfg.Logger)
+			}
 			return a.Run(cmd.Context())
 		},
 	}

@@ -89,11 +89,12 @@ func (s serverSource) Watch(ctx context.Context, fn func(*desired.Doc, error)) e
 	return s.c.WatchDesired(ctx, s.wait, fn)
 }
 
-// serverMode wires cfg to the control server.
-func serverMode(ctx context.Context, cfg *agent.Config, server, token, caSHA256 string) error {
+// serverMode wires cfg to the control server and returns the agent's
+// client of it.
+func serverMode(ctx context.Context, cfg *agent.Config, server, token, caSHA256 string) (*client.Client, error) {
 	c, host, err := joinServer(ctx, cfg.Root, server, token, caSHA256, cfg.Name, cfg.Logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg.Name = host
 	cfg.Desired = c.Server()
@@ -105,5 +106,5 @@ func serverMode(ctx context.Context, cfg *agent.Config, server, token, caSHA256 
 	reg["https"] = c.ArtifactSource()
 	reg["http"] = c.ArtifactSource()
 	cfg.Registry = reg
-	return nil
+	return c, nil
 }

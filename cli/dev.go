@@ -22,6 +22,7 @@ import (
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/artifact"
 	"github.com/ferrydeploy/ferry/client"
+	"github.com/ferrydeploy/ferry/logship"
 	"github.com/ferrydeploy/ferry/server"
 	"github.com/ferrydeploy/ferry/spec"
 )
@@ -116,9 +117,11 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	}
 	cfg := agent.Config{Root: filepath.Join(data, "agent"), Name: "dev", Self: self, StopOnExit: true, Logger: log.With("part", "agent")}
 	os.Remove(filepath.Join(cfg.Root, credentialFile)) // a new server may have been made: join afresh
-	if err := serverMode(ctx, &cfg, srv.URL(), join.Secret, srv.CASHA256()); err != nil {
+	agentClient, err := serverMode(ctx, &cfg, srv.URL(), join.Secret, srv.CASHA256())
+	if err != nil {
 		return err
 	}
+	go logship.Serve(ctx, agentClient, filepath.Join(cfg.Root, agent.AppsDir), cfg.Logger)
 	ag, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -175,6 +178,7 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	}
 	say("app:    %s", dash(url))
 	say("server: %s   (CA sha256 %s)", srv.URL(), srv.CASHA256())
+	say("web UI: %s/   (sign in with the token in %s; the certificate is the server's own CA's)", srv.URL(), filepath.Join(data, "server", server.AdminTokenFile))
 	say("CLI:    ferry login %s --token $(cat %s) --ca-sha256 %s", srv.URL(), filepath.Join(data, "server", server.AdminTokenFile), srv.CASHA256())
 	if l != nil && l.failed.Load() > 0 {
 		return fmt.Errorf("dev: %d requests failed during the upgrade", l.failed.Load())

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -163,6 +164,72 @@ func TestWebUI(t *testing.T) {
 	until("the rollback succeeds", `document.querySelector("#deploy-state").textContent === "succeeded"`, 60*time.Second)
 	do("overview", chromedp.Navigate(srv.url+"/"), chromedp.WaitVisible(css("table.matrix")))
 	until("the matrix shows v2 again", cellIs("web-1", "v2")+" && "+cellIs("web-2", "v2"), 30*time.Second)
+
+	// Logs, from the CLI and the browser.
+	r := must(0, "logs", "hello")
+	for _, want := range []string{"web-1 web.1 | ", "web-2 web.1 | ", "listening on"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("ferry logs hello lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = must(0, "logs", "hello", "--host", "web-2", "-n", "3", "-o", "json")
+	if got := strings.Count(r.stdout, "\n"); got == 0 || got > 3 || strings.Contains(r.stdout, `"host":"web-1"`) {
+		t.Errorf("ferry logs --host web-2 -n 3: %d lines:\n%s", got, r.stdout)
+	}
+	follow := exec.Command(ferryBin, "logs", "hello", "--host", "web-1", "-f")
+	out, _ := follow.StdoutPipe()
+	follow.Stderr = os.Stderr
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			followed <- sc.Text()
+		}
+		close(followed)
+	}()
+	// listening waits for a line saying an instance listens; with old
+	// set, only one logged after the lines already printed.
+	listening := func(within, _ time.Duration) bool {
+		deadline := time.After(within)
+		for {
+			select {
+			case l := <-followed:
+				if strings.Contains(l, "listening on") {
+					return true
+				}
+			case <-deadline:
+				return false
+			}
+		}
+	}
+	if !listening(5*time.Second, 0) {
+		t.Fatal("ferry logs -f printed no listening line within 5s")
+	}
+	// Drain what the tail printed first, then make a new instance start.
+	for drained := false; !drained; {
+		select {
+		case <-followed:
+		case <-time.After(500 * time.Millisecond):
+			drained = true
+		}
+	}
+	must(0, "rollback", "hello", "--to", "prod", "--detach")
+	if !listening(30*time.Second, 0) {
+		t.Error("ferry logs -f did not print the new instance's listening line after a rollback")
+	}
+	follow.Process.Kill()
+	follow.Wait()
+	var other struct{ Secret string }
+	json.Unmarshal([]byte(must(0, "token", "create", "--role", "viewer", "--apps", "other", "--name", "other-viewer", "-o", "json").stdout), &other)
+	if r, _ := fleetRun(context.Background(), []string{"FERRY_TOKEN=" + other.Secret}, "logs", "hello"); r.code == 0 || !strings.Contains(r.stderr, "may not") && !strings.Contains(r.stderr, "forbidden") && !strings.Contains(r.stderr, "not allowed") {
+		t.Errorf("ferry logs hello with a token for another app: exit %d: %s", r.code, r.stderr)
+	}
+	do("logs page", chromedp.Navigate(srv.url+"/apps/hello/logs"), chromedp.WaitVisible(css("pre.log")))
+	until("the logs page shows both hosts", `document.querySelector("pre.log").textContent.includes("web-1 web.1") && document.querySelector("pre.log").textContent.includes("web-2 web.1")`, 20*time.Second)
+	shot("6-logs")
 
 	// The secret is masked.
 	do("config page", chromedp.Navigate(srv.url+"/apps/hello/config?group=prod"), chromedp.WaitVisible(css("main table")))

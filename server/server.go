@@ -88,6 +88,7 @@ type Server struct {
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
 	reportW       *reportWriter
+	logHub        *logHub
 	heard         sync.Map // host → time.Time of the last report this server received
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
@@ -169,6 +170,7 @@ func New(cfg Config) (s *Server, err error) {
 	}
 	s.desiredMirror = newMirror(s.st, prefixDesired)
 	s.reportW = newReportWriter(s.st)
+	s.logHub = newLogHub()
 	s.routes()
 	return s, nil
 }

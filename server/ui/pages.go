@@ -2,10 +2,12 @@ package ui
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -484,4 +486,40 @@ func ago(now, t time.Time) string {
 		return fmt.Sprintf("%dh", int(d/time.Hour))
 	}
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// logsView is the recent log lines of an app's processes.
+type logsView struct {
+	App, Host, Process string
+	Lines              []api.LogLine
+	Errors             []api.LogLine
+}
+
+// logsPage shows the last lines of each instance's log from the hosts
+// that run the app; its live part is fetched again every 2 s.
+func (u *UI) logsPage(r *http.Request, s *session) (string, any, error) {
+	q := r.URL.Query()
+	v := logsView{App: r.PathValue("app"), Host: q.Get("host"), Process: q.Get("process")}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	err := s.c.Logs(ctx, client.LogQuery{App: v.App, Host: v.Host, Process: v.Process, Lines: 100}, func(l api.LogLine) {
+		if l.Error != "" {
+			v.Errors = append(v.Errors, l)
+		} else {
+			v.Lines = append(v.Lines, l)
+		}
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	// Interleave the hosts' and instances' lines by their time.
+	slices.SortStableFunc(v.Lines, func(a, b api.LogLine) int {
+		ta, _, _ := strings.Cut(a.Line, " ")
+		tb, _, _ := strings.Cut(b.Line, " ")
+		return cmp.Compare(ta, tb)
+	})
+	if len(v.Lines) > 500 {
+		v.Lines = v.Lines[len(v.Lines)-500:]
+	}
+	return "logs", v, nil
 }

@@ -53,7 +53,7 @@ func New(apiHandler http.Handler, log *slog.Logger) *UI {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u := &UI{api: apiHandler, log: log, pages: map[string]*template.Template{}}
-	for _, page := range []string{"login", "overview", "app", "deployment", "config", "audit", "confirm", "error"} {
+	for _, page := range []string{"login", "overview", "app", "deployment", "config", "audit", "confirm", "error", "logs"} {
 		u.pages[page] = template.Must(template.New("").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html"))
 	}
 	static, _ := fs.Sub(staticFS, "static")
@@ -69,6 +69,7 @@ func New(apiHandler http.Handler, log *slog.Logger) *UI {
 	m.Handle("GET /apps/{app}/config", u.page(u.configPage))
 	m.Handle("POST /apps/{app}/config", u.action(u.setConfig))
 	m.Handle("POST /apps/{app}/config/unset", u.action(u.unsetConfig))
+	m.Handle("GET /apps/{app}/logs", u.page(u.logsPage))
 	m.Handle("GET /deployments/{id}", u.page(u.deploymentPage))
 	m.Handle("POST /deployments/{id}/promote", u.action(u.promote))
 	m.Handle("GET /audit", u.page(u.auditPage))
@@ -298,6 +299,8 @@ func titleOf(page string, r *http.Request) string {
 	switch page {
 	case "app", "config":
 		return r.PathValue("app")
+	case "logs":
+		return r.PathValue("app") + " logs"
 	case "deployment":
 		return "Deployment " + r.PathValue("id")
 	case "audit":

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/client"
+)
+
+func newLogs(env Env) *cobra.Command {
+	var (
+		q      client.LogQuery
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "logs APP [--host H] [--process P] [-f] [--since 10m]",
+		Short: "Show an app's process logs from the hosts that run it",
+		Long: `Logs asks the agents of the hosts that run APP, through the server, for the
+last lines of each process instance's log and prints them, each prefixed with
+host and instance ("web-1 web.1 | …"). Lines start with their time (UTC) and
+stream: out, err, or ferry for the agent's own notes. -f keeps printing new
+lines until Ctrl-C; --since keeps only recent lines. A host whose agent does
+not answer within 10 seconds is reported, not waited for.`,
+		Example: `  ferry logs hello
+  ferry logs hello --host web-1 --process web -n 200
+  ferry logs hello -f
+  ferry logs hello --since 10m -o json`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if q.Lines < -1 {
+				return usageError{fmt.Errorf("-n %d: a number of lines, -1 for all", q.Lines)}
+			}
+			q.App = a[0]
+			c, err := loadClient(env)
+			if err != nil {
+				return err
+			}
+			p := logPrinter{w: env.Stdout, json: output == "json"}
+			if err := c.Logs(cmd.Context(), q, p.print); err != nil {
+				return err
+			}
+			if p.failed > 0 && p.lines == 0 {
+				return fmt.Errorf("logs: no host answered")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.Host, "host", "", "only this host")
+	f.StringVar(&q.Process, "process", "", "only this process's instances")
+	f.IntVarP(&q.Lines, "lines", "n", 100, "lines from the end of each instance's log (-1: all)")
+	f.DurationVar(&q.Since, "since", 0, "only lines this recent, e.g. 10m")
+	f.BoolVarP(&q.Follow, "follow", "f", false, "keep printing new lines")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// logPrinter prints log lines as they come, each with its host and
+// instance; a host's error goes to the same stream, marked.
+type logPrinter struct {
+	w      io.Writer
+	json   bool
+	lines  int
+	failed int
+}
+
+func (p *logPrinter) print(l api.LogLine) {
+	if l.Error != "" {
+		p.failed++
+	} else {
+		p.lines++
+	}
+	if p.json {
+		b, _ := json.Marshal(l)
+		p.w.Write(append(b, '\n'))
+		return
+	}
+	if l.Error != "" {
+		fmt.Fprintf(p.w, "%s: %s\n", l.Host, l.Error)
+		return
+	}
+	fmt.Fprintf(p.w, "%s %s | %s\n", l.Host, l.Instance, l.Line)
+}

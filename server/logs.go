@@ -1,0 +1,290 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+)
+
+// logPickup is how long a host's agent has to pick up a log request
+// before the client is told it did not answer.
+const logPickup = 10 * time.Second
+
+// logHub passes log requests from clients to the agents that long-poll
+// this server for them, and the agents' lines back. It lives in memory: an
+// agent answers the server it talks to, so with several servers a request
+// reaches only the agents connected to the one the client asked.
+type logHub struct {
+	mu      sync.Mutex
+	pending map[string][]*logSession // host → not yet picked up
+	wake    map[string]chan struct{} // host → closed when a request is queued
+	byID    map[string]*logSession
+}
+
+// logSession is one host's part of one client's request.
+type logSession struct {
+	req    api.LogRequest
+	host   string
+	lines  chan<- api.LogLine // the client's
+	gone   <-chan struct{}    // the client went away
+	picked chan struct{}      // closed when the agent took it
+	ended  chan struct{}      // closed when the agent's stream ended
+	once   sync.Once
+}
+
+func (s *logSession) end() { s.once.Do(func() { close(s.ended) }) }
+
+func newLogHub() *logHub {
+	return &logHub{pending: map[string][]*logSession{}, wake: map[string]chan struct{}{}, byID: map[string]*logSession{}}
+}
+
+func (h *logHub) add(sess *logSession) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pending[sess.host] = append(h.pending[sess.host], sess)
+	h.byID[sess.req.ID] = sess
+	if ch, ok := h.wake[sess.host]; ok {
+		close(ch)
+		delete(h.wake, sess.host)
+	}
+}
+
+func (h *logHub) remove(sess *logSession) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.byID, sess.req.ID)
+	h.pending[sess.host] = slices.DeleteFunc(h.pending[sess.host], func(o *logSession) bool { return o == sess })
+	if len(h.pending[sess.host]) == 0 {
+		delete(h.pending, sess.host)
+	}
+}
+
+// take returns host's pending requests, waiting up to wait for one.
+func (h *logHub) take(ctx context.Context, host string, wait time.Duration) []api.LogRequest {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		h.mu.Lock()
+		if ss := h.pending[host]; len(ss) > 0 {
+			delete(h.pending, host)
+			h.mu.Unlock()
+			reqs := make([]api.LogRequest, 0, len(ss))
+			for _, s := range ss {
+				close(s.picked)
+				reqs = append(reqs, s.req)
+			}
+			return reqs
+		}
+		ch, ok := h.wake[host]
+		if !ok {
+			ch = make(chan struct{})
+			h.wake[host] = ch
+		}
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return []api.LogRequest{}
+		case <-ctx.Done():
+			return []api.LogRequest{}
+		}
+	}
+}
+
+func (h *logHub) get(id string) *logSession {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byID[id]
+}
+
+var processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// logs streams the log lines of an app's processes from the hosts that
+// run it, as NDJSON: the last ?lines=N (default 100) of each instance,
+// only those of the last ?since=D, and with ?follow=1 new ones until the
+// client goes away.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true"}
+	if !nameRe.MatchString(req.App) {
+		return ferry.Errorf(ferry.EINVALID, "logs: app %q: name an app", req.App)
+	}
+	if req.Process != "" && !processRe.MatchString(req.Process) {
+		return ferry.Errorf(ferry.EINVALID, "logs: process %q: a process name of letters, digits, ., - and _", req.Process)
+	}
+	if v := q.Get("lines"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < -1 {
+			return ferry.Errorf(ferry.EINVALID, "logs: lines %q: a number of lines, -1 for all", v)
+		}
+		req.Lines = n
+	}
+	if v := q.Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return ferry.Errorf(ferry.EINVALID, "logs: since %q: a duration such as 10m", v)
+		}
+		req.Since = d
+	}
+	hosts, err := s.hostsRunning(ctx, req.App, q.Get("host"))
+	if err != nil {
+		return err
+	}
+	var allowed []string
+	for host, groups := range hosts {
+		ok := len(p.Groups) == 0 && p.allowed(req.App, "")
+		for _, g := range groups {
+			ok = ok || (g != "" && p.allowed(req.App, g))
+		}
+		if ok {
+			allowed = append(allowed, host)
+		}
+	}
+	if len(allowed) == 0 {
+		if err := p.scope(req.App, ""); err != nil {
+			return err
+		}
+		if h := q.Get("host"); h != "" {
+			return ferry.Errorf(ferry.ENOTFOUND, "logs: host %s does not run %s (or your token may not see its group)", h, req.App)
+		}
+		return ferry.Errorf(ferry.ENOTFOUND, "logs: no host runs %s (that your token may see)", req.App)
+	}
+	slices.Sort(allowed)
+	lines := make(chan api.LogLine, 256)
+	ended := make(chan *logSession, len(allowed))
+	var sessions []*logSession
+	for _, host := range allowed {
+		rq := req
+		rq.ID = randomHex(12)
+		sess := &logSession{req: rq, host: host, lines: lines, gone: ctx.Done(), picked: make(chan struct{}), ended: make(chan struct{})}
+		sessions = append(sessions, sess)
+		s.logHub.add(sess)
+		defer s.logHub.remove(sess)
+		go func() {
+			select {
+			case <-sess.ended:
+			case <-sess.picked:
+				<-sess.ended
+			case <-time.After(logPickup):
+				select {
+				case <-sess.picked:
+					<-sess.ended
+				default:
+					select {
+					case lines <- api.LogLine{Host: host, Error: "its agent did not answer within " + logPickup.String() + " (is it running, and connected to this server?)"}:
+					case <-ctx.Done():
+					}
+				}
+			case <-ctx.Done():
+			}
+			ended <- sess
+		}()
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	enc := json.NewEncoder(w)
+	for left := len(sessions); left > 0; {
+		select {
+		case l := <-lines:
+			if err := enc.Encode(l); err != nil {
+				return nil
+			}
+			rc.Flush()
+		case <-ended:
+			left--
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	// Lines sent just before their session ended.
+	for {
+		select {
+		case l := <-lines:
+			enc.Encode(l)
+		default:
+			rc.Flush()
+			return nil
+		}
+	}
+}
+
+// hostsRunning maps the hosts whose agents report app (only host, when
+// given) to the group they run it for, or, when the report does not say,
+// the groups the host is in.
+func (s *Server) hostsRunning(ctx context.Context, app, only string) (map[string][]string, error) {
+	reps, err := listJSON[reportRecord](ctx, s.st, prefixReports)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, rep := range reps {
+		a, ok := rep.State.Apps[app]
+		host := rep.State.Host
+		if !ok || (only != "" && host != only) {
+			continue
+		}
+		if a.Spec != nil && a.Spec.Group != "" {
+			out[host] = []string{a.Spec.Group}
+			continue
+		}
+		var h hostRecord
+		if _, err := s.lookup(ctx, prefixHosts+host, &h); err != nil {
+			return nil, err
+		}
+		out[host] = h.Groups
+	}
+	return out, nil
+}
+
+// agentLogRequests answers an agent's long poll for the log requests meant
+// for its host.
+func (s *Server) agentLogRequests(w http.ResponseWriter, r *http.Request, p *principal) error {
+	_, wait, err := blockingParams(r, time.Minute, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.logHub.take(r.Context(), p.Host, wait))
+}
+
+// agentLogData passes an agent's stream of lines to the client that asked
+// for them, until the stream ends or the client goes away; then it answers
+// 204, which tells the agent to stop.
+func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *principal) error {
+	sess := s.logHub.get(r.PathValue("id"))
+	if sess == nil || sess.host != p.Host {
+		return ferry.Errorf(ferry.ENOTFOUND, "no log request %s for host %s (the client went away)", r.PathValue("id"), p.Host)
+	}
+	defer sess.end()
+	sc := bufio.NewScanner(r.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l api.LogLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return ferry.WrapError(ferry.EINVALID, err, "log line")
+		}
+		l.Host = p.Host
+		select {
+		case sess.lines <- l:
+		case <-sess.gone:
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
