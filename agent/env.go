@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,20 +102,20 @@ func (r *appRunner) renderEnv(rel string, want *desired.App, id string) (map[str
 		return nil, fmt.Errorf("release %s: .env: %w", id, err)
 	}
 	for k, v := range dotenv {
+		if !envKeyRe.MatchString(k) {
+			return nil, fmt.Errorf("release %s: .env: %q is not a variable name (letters, digits and _, not starting with a digit)", id, k)
+		}
 		env[k] = v
 	}
 	for k, v := range want.Env {
 		env[k] = v
 	}
-	text, err := godotenv.Marshal(env)
-	if err != nil {
-		return nil, err
-	}
+	text := renderEnvFile(env)
 	dir := filepath.Join(r.dir.Path, "env")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := fsutil.WriteFile(filepath.Join(dir, id), []byte(text+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(dir, id), []byte(text), 0o600); err != nil {
 		return nil, err
 	}
 	return env, nil
@@ -165,4 +167,43 @@ func (a *Agent) waitReady() func(ctx context.Context, pid int) error {
 		return nil
 	}
 	return a.notify.WaitReady
+}
+
+var envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// renderEnvFile writes env as KEY='VALUE' lines, sorted: single quotes
+// keep a value literally for godotenv, a shell's "." and systemd's
+// EnvironmentFile= alike. A value with a single quote or a line break, or
+// ending with a backslash, is double-quoted instead, with \\, \", \$, \` and line breaks escaped;
+// godotenv then reads it back as itself unless it also starts or ends
+// with a double quote or ends with a backslash, which no quoting of
+// godotenv's parser can hold (FuzzEnvFile). godotenv.Marshal
+// itself would write "0042" as 42.
+func renderEnvFile(env map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		v := env[k]
+		b.WriteString(k)
+		b.WriteByte('=')
+		if !strings.ContainsAny(v, "'\n\r") && !strings.HasSuffix(v, `\`) {
+			b.WriteString("'" + v + "'\n")
+			continue
+		}
+		b.WriteByte('"')
+		for i := 0; i < len(v); i++ { // bytes, not runes: a value need not be UTF-8
+			switch c := v[i]; c {
+			case '\\', '"', '$', '`':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			case '\n':
+				b.WriteString(`\n`)
+			case '\r':
+				b.WriteString(`\r`)
+			default:
+				b.WriteByte(c)
+			}
+		}
+		b.WriteString("\"\n")
+	}
+	return b.String()
 }

@@ -11,7 +11,7 @@ import (
 
 // funcs are the templates' helpers.
 var funcs = template.FuncMap{
-	"join":  strings.Join,
+	"join": strings.Join,
 	"bytes": func(n int64) string {
 		if n < 1<<20 {
 			return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
