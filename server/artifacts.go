@@ -179,6 +179,8 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) 
 		if s.signer != nil && r.Method == http.MethodGet {
 			return s.redirectToStore(w, r, art.App, sum)
 		}
+	} else if err := p.scope(art.App, ""); err != nil {
+		return err
 	}
 	var offset, end int64 = 0, -1
 	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {

@@ -22,46 +22,63 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, p *principal) erro
 // roleNone marks the routes that need no bearer token.
 const roleNone = ""
 
+// route is one API endpoint and the role it needs.
+type route struct {
+	pattern string // "METHOD /path"
+	role    string
+	fn      handlerFunc
+}
+
+// apiRoutes is every API endpoint: the security tests walk this table, so
+// a new route is checked for authentication and roles without being
+// listed again.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{"GET " + api.PathHealth, roleNone, func(w http.ResponseWriter, _ *http.Request, _ *principal) error {
+			_, err := io.WriteString(w, "ok\n")
+			return err
+		}},
+		{"POST " + api.PathArtifacts, api.RoleDeployer, s.upload},
+		{"GET " + api.PathArtifacts, api.RoleViewer, s.listArtifacts},
+		{"HEAD " + api.PathArtifact, roleAny, s.download},
+		{"GET " + api.PathArtifact, roleAny, s.download},
+		{"GET " + api.PathApps, api.RoleViewer, s.listApps},
+		{"GET " + api.PathReleases, api.RoleViewer, s.listReleases},
+		{"POST " + api.PathReleases, api.RoleDeployer, s.makeRelease},
+		{"POST " + api.PathSignatures, api.RoleDeployer, s.addSignature},
+		{"POST " + api.PathDeployments, api.RoleDeployer, s.deploy},
+		{"GET " + api.PathDeployments, api.RoleViewer, s.listDeployments},
+		{"GET " + api.PathDeployment, api.RoleViewer, s.getDeployment},
+		{"POST " + api.PathPromote, api.RoleDeployer, s.promote},
+		{"POST " + api.PathRollback, api.RoleDeployer, s.rollback},
+		{"GET " + api.PathStatus, api.RoleViewer, s.status},
+		{"GET " + api.PathConfig, api.RoleViewer, s.getConfig},
+		{"PATCH " + api.PathConfig, api.RoleDeployer, s.changeConfig},
+		{"GET " + api.PathConfigHistory, api.RoleViewer, s.configHistory},
+		{"GET " + api.PathConfigDiff, api.RoleViewer, s.configDiff},
+		{"POST " + api.PathTokens, api.RoleAdmin, s.createTokenHandler},
+		{"GET " + api.PathTokens, api.RoleAdmin, s.listTokens},
+		{"DELETE " + api.PathToken, api.RoleAdmin, s.revokeToken},
+		{"POST " + api.PathJoinTokens, api.RoleAdmin, s.createJoinToken},
+		{"GET " + api.PathLocks, api.RoleAdmin, s.listLocks},
+		{"DELETE " + api.PathLock, api.RoleAdmin, s.breakLock},
+		{"GET " + api.PathAudit, api.RoleAdmin, s.listAudit},
+		{"POST " + api.PathGC, api.RoleAdmin, s.gc},
+		{"GET " + api.PathWhoami, roleAny, s.whoami},
+		{"GET " + api.PathLogs, api.RoleViewer, s.logs},
+		{"GET " + api.PathAgentLogs, api.RoleAgent, s.agentLogRequests},
+		{"POST " + api.PathAgentLogData, api.RoleAgent, s.agentLogData},
+		{"POST " + api.PathAgentJoin, roleNone, s.join},
+		{"GET " + api.PathDesired, api.RoleAgent, s.desired},
+		{"POST " + api.PathReport, api.RoleAgent, s.report},
+	}
+}
+
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	h := func(pattern, role string, f handlerFunc) { m.Handle(pattern, s.handler(role, f)) }
-	h("GET "+api.PathHealth, roleNone, func(w http.ResponseWriter, _ *http.Request, _ *principal) error {
-		_, err := io.WriteString(w, "ok\n")
-		return err
-	})
-	h("POST "+api.PathArtifacts, api.RoleDeployer, s.upload)
-	h("GET "+api.PathArtifacts, api.RoleViewer, s.listArtifacts)
-	h("HEAD "+api.PathArtifact, roleAny, s.download)
-	h("GET "+api.PathArtifact, roleAny, s.download)
-	h("GET "+api.PathApps, api.RoleViewer, s.listApps)
-	h("GET "+api.PathReleases, api.RoleViewer, s.listReleases)
-	h("POST "+api.PathReleases, api.RoleDeployer, s.makeRelease)
-	h("POST "+api.PathSignatures, api.RoleDeployer, s.addSignature)
-	h("POST "+api.PathDeployments, api.RoleDeployer, s.deploy)
-	h("GET "+api.PathDeployments, api.RoleViewer, s.listDeployments)
-	h("GET "+api.PathDeployment, api.RoleViewer, s.getDeployment)
-	h("POST "+api.PathPromote, api.RoleDeployer, s.promote)
-	h("POST "+api.PathRollback, api.RoleDeployer, s.rollback)
-	h("GET "+api.PathStatus, api.RoleViewer, s.status)
-	h("GET "+api.PathConfig, api.RoleViewer, s.getConfig)
-	h("PATCH "+api.PathConfig, api.RoleDeployer, s.changeConfig)
-	h("GET "+api.PathConfigHistory, api.RoleViewer, s.configHistory)
-	h("GET "+api.PathConfigDiff, api.RoleViewer, s.configDiff)
-	h("POST "+api.PathTokens, api.RoleAdmin, s.createTokenHandler)
-	h("GET "+api.PathTokens, api.RoleAdmin, s.listTokens)
-	h("DELETE "+api.PathToken, api.RoleAdmin, s.revokeToken)
-	h("POST "+api.PathJoinTokens, api.RoleAdmin, s.createJoinToken)
-	h("GET "+api.PathLocks, api.RoleAdmin, s.listLocks)
-	h("DELETE "+api.PathLock, api.RoleAdmin, s.breakLock)
-	h("GET "+api.PathAudit, api.RoleAdmin, s.listAudit)
-	h("POST "+api.PathGC, api.RoleAdmin, s.gc)
-	h("GET "+api.PathWhoami, roleAny, s.whoami)
-	h("GET "+api.PathLogs, api.RoleViewer, s.logs)
-	h("GET "+api.PathAgentLogs, api.RoleAgent, s.agentLogRequests)
-	h("POST "+api.PathAgentLogData, api.RoleAgent, s.agentLogData)
-	h("POST "+api.PathAgentJoin, roleNone, s.join)
-	h("GET "+api.PathDesired, api.RoleAgent, s.desired)
-	h("POST "+api.PathReport, api.RoleAgent, s.report)
+	for _, r := range s.apiRoutes() {
+		m.Handle(r.pattern, s.handler(r.role, r.fn))
+	}
 	m.Handle("/v1/", s.handler(roleNone, func(_ http.ResponseWriter, r *http.Request, _ *principal) error {
 		return ferry.Errorf(ferry.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))
