@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/safeyaml"
 	"github.com/ferrydeploy/ferry/signature"
 )
 
@@ -103,7 +104,7 @@ func Parse(b []byte) (*Doc, error) {
 		return nil, ferry.WrapError(ferry.EINVALID, err, "desired state")
 	}
 	var y docYAML
-	if err := yaml.UnmarshalWithOptions(b, &y, yaml.Strict()); err != nil {
+	if err := safeyaml.Unmarshal(b, &y, yaml.Strict()); err != nil {
 		return nil, ferry.WrapError(ferry.EINVALID, explain(b, err), "desired state")
 	}
 	d := &Doc{Apps: make(map[string]App, len(y.Apps))}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/fetch"
+	"github.com/ferrydeploy/ferry/internal/safeyaml"
 )
 
 // Sync strategies.
@@ -91,7 +92,7 @@ func Parse(b []byte) (*Manifest, error) {
 		return nil, ferry.WrapError(ferry.EINVALID, err, "manifest")
 	}
 	m := &Manifest{}
-	if err := yaml.UnmarshalWithOptions(rendered, m, yaml.Strict()); err != nil {
+	if err := safeyaml.Unmarshal(rendered, m, yaml.Strict()); err != nil {
 		return nil, ferry.Errorf(ferry.EINVALID, "manifest: %s", yaml.FormatError(err, false, true))
 	}
 	if err := m.validate(); err != nil {

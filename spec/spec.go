@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/safeyaml"
 )
 
 // File names looked for at the root of an app's source or release.
@@ -113,13 +114,13 @@ func Load(dir string) (*ferry.App, error) {
 // typo never silently falls back to a default.
 func Parse(b []byte) (*ferry.App, error) {
 	var f fileYAML
-	if err := yaml.UnmarshalWithOptions(b, &f, yaml.Strict()); err != nil {
+	if err := safeyaml.Unmarshal(b, &f, yaml.Strict()); err != nil {
 		return nil, fmt.Errorf("%s", yaml.FormatError(err, false, true))
 	}
 	var order struct {
 		Processes yaml.MapSlice `yaml:"processes"`
 	}
-	if err := yaml.Unmarshal(b, &order); err != nil {
+	if err := safeyaml.Unmarshal(b, &order); err != nil {
 		return nil, err
 	}
 	app := &ferry.App{
