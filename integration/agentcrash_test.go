@@ -1,0 +1,153 @@
+package integration
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKillAgentAtRandomMoments SIGKILLs the agent at random moments while
+// it installs release after release (a 16 MiB artifact to download and
+// unpack, a post hook, the switch and the restart), starts it again each
+// time and checks, once it has settled: current names a complete release
+// (its data file has the digest of the version meta.json names), the app's
+// processes run that release and no other, and what the server reports for
+// the host is that release, healthy. FERRY_RELIABILITY_KILLS sets how many
+// kills (default 8; `make reliability` runs 200).
+func TestKillAgentAtRandomMoments(t *testing.T) {
+	goBin := need(t, "go")
+	need(t, "curl")
+	kills := 8
+	if v := os.Getenv("FERRY_RELIABILITY_KILLS"); v != "" {
+		kills, _ = strconv.Atoi(v)
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
+		t.Setenv(k, "")
+	}
+	must := func(code int, args ...string) result {
+		t.Helper()
+		r, err := fleetRun(context.Background(), nil, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != code {
+			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	dir := t.TempDir()
+	buildHelloBin(t, goBin, dir)
+	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]\nhooks:\n  post: [\"sleep 0.2\"]", 1)
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(y), 0o644)
+	versions := []string{"1.0.0", "2.0.0", "3.0.0"}
+	digest := map[string]string{} // version → sha256 of its data.bin
+	var arts []string
+	for _, v := range versions {
+		data := make([]byte, 16<<20)
+		crand.Read(data)
+		os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644)
+		sum := sha256.Sum256(data)
+		digest[v] = hex.EncodeToString(sum[:])
+		p, _ := buildDir(t, dir, v)
+		arts = append(arts, p)
+	}
+	fn := newFleetNet(t, 1)
+	srv := startFleetServer(t, fn.serverIP)
+	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
+	ag := startFleetAgent(t, fn, 0, srv, tok.Secret)
+	for _, a := range arts {
+		must(0, "publish", a)
+	}
+	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
+
+	hc := fleetHTTPClient(t, srv)
+	status := func() fleetStatus {
+		var st fleetStatus
+		json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
+		return st
+	}
+	// settle waits until no deployment runs and the host reports the
+	// release its desired state names, healthy; it returns that label.
+	settle := func(i int) string {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			var ds []struct{ State string }
+			req, _ := http.NewRequest("GET", srv.url+"/v1/deployments?app=hello", nil)
+			req.Header.Set("Authorization", "Bearer "+srv.token)
+			if resp, err := hc.Do(req); err == nil {
+				json.NewDecoder(resp.Body).Decode(&ds)
+				resp.Body.Close()
+			}
+			running := len(ds) == 0
+			for _, d := range ds {
+				running = running || d.State == "running"
+			}
+			h := status().host("web-1")
+			if !running && h != nil && h.Apps["hello"] != nil {
+				if label := h.Apps["hello"].Label; h.runs("hello", label) {
+					return label
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kill %d: not settled within 90s: %s", i, h)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	appDir := filepath.Join(ag.root, "apps", "hello")
+	for i := 1; i <= kills; i++ {
+		v := versions[i%len(versions)]
+		must(0, "deploy", "hello", v, "--to", "prod", "--health-timeout", "30s", "--detach")
+		time.Sleep(time.Duration(rand.N(int64(2500 * time.Millisecond))))
+		ag.kill()
+		ag.start()
+		label := settle(i)
+
+		// current: a complete release of the version it names.
+		cur, err := filepath.EvalSymlinks(filepath.Join(appDir, "current"))
+		if err != nil {
+			t.Fatalf("kill %d: current: %v", i, err)
+		}
+		var meta struct{ Version string }
+		b, err := os.ReadFile(filepath.Join(cur, ".ferry", "meta.json"))
+		if err != nil || json.Unmarshal(b, &meta) != nil {
+			t.Fatalf("kill %d: %s has no readable meta.json: %v", i, cur, err)
+		}
+		data, err := os.ReadFile(filepath.Join(cur, "data.bin"))
+		sum := sha256.Sum256(data)
+		if err != nil || hex.EncodeToString(sum[:]) != digest[meta.Version] {
+			t.Fatalf("kill %d: %s/data.bin is not %s's (%v)", i, cur, meta.Version, err)
+		}
+		// The processes run it, and only it.
+		// (pidsUnder matches below a directory: the instances' working
+		// directory is the release directory itself.)
+		if pids := pidsUnder(filepath.Dir(cur), "hello"); len(pids) == 0 {
+			t.Fatalf("kill %d: no hello process runs in %s", i, cur)
+		}
+		for _, pid := range pidsUnder(filepath.Dir(cur), "hello") {
+			if cwd, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd")); cwd != cur {
+				t.Fatalf("kill %d: hello pid %d runs in %s, not current %s", i, pid, cwd, cur)
+			}
+		}
+		// The report says so: the label the host reports names the
+		// release current points at (v3-… for release 3).
+		if !strings.HasPrefix(filepath.Base(cur), label+"-") {
+			t.Fatalf("kill %d: the host reports %s, current is %s", i, label, filepath.Base(cur))
+		}
+	}
+	t.Logf("%d kills, each followed by a consistent host", kills)
+}
