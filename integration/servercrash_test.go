@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKillServerMidRollout SIGKILLs the (bolt) server at random moments of
+// a rolling deployment over two hosts and starts it again on the same data
+// and address: it resumes the rollout under the same lock, which ends
+// succeeded with both hosts on the new release and the lock gone
+// (FERRY_RELIABILITY_SERVER_KILLS, default 3). The etcd backend's version,
+// another server taking over, is in TestEtcdControlPlane.
+func TestKillServerMidRollout(t *testing.T) {
+	goBin := need(t, "go")
+	need(t, "curl")
+	kills := 3
+	if v := os.Getenv("FERRY_RELIABILITY_SERVER_KILLS"); v != "" {
+		kills, _ = strconv.Atoi(v)
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
+		t.Setenv(k, "")
+	}
+	must := func(code int, args ...string) result {
+		t.Helper()
+		r, err := fleetRun(context.Background(), nil, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != code {
+			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	dir := t.TempDir()
+	buildHelloBin(t, goBin, dir)
+	// Each new instance takes a second to pass its first check, so a
+	// rollout over two hosts in batches of one lasts a few seconds.
+	check := `test -e .checked || { sleep 1; touch .checked; }; `
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(fleetYAML(check, ", timeout: 5s")), 0o644)
+	var arts []string
+	versions := []string{"1.0.0", "2.0.0"}
+	for _, v := range versions {
+		p, _ := buildDir(t, dir, v)
+		arts = append(arts, p)
+	}
+	fn := newFleetNet(t, 2)
+	srv := startFleetServer(t, fn.serverIP)
+	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
+	for i := range 2 {
+		startFleetAgent(t, fn, i, srv, tok.Secret)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for st := must(0, "status", "-o", "json").stdout; !strings.Contains(st, `"web-1"`) || !strings.Contains(st, `"web-2"`); st = must(0, "status", "-o", "json").stdout {
+		if time.Now().After(deadline) {
+			t.Fatal("the agents did not join within 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, a := range arts {
+		must(0, "publish", a)
+	}
+	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
+	hc := fleetHTTPClient(t, srv)
+	u, _ := url.Parse(srv.url)
+	for i := 1; i <= kills; i++ {
+		v := versions[i%2]
+		var d struct{ ID string }
+		json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
+		if d.ID == "" {
+			t.Fatalf("kill %d: deploy -o json named no deployment", i)
+		}
+		time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
+		srv.cmd.Process.Signal(syscall.SIGKILL)
+		srv.cmd.Wait()
+		// Again, on the same data and address.
+		srv.cmd = exec.Command(ferryBin, "server", "--data", srv.data, "--listen", u.Host)
+		logf, _ := os.OpenFile(srv.log, os.O_APPEND|os.O_WRONLY, 0)
+		srv.cmd.Stdout, srv.cmd.Stderr = logf, logf
+		if err := srv.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.cmd.Process.Kill(); srv.cmd.Wait(); logf.Close() })
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var dep struct{ State, Error string }
+			req, _ := http.NewRequest("GET", srv.url+"/v1/deployments/"+d.ID, nil)
+			req.Header.Set("Authorization", "Bearer "+srv.token)
+			if resp, err := hc.Do(req); err == nil {
+				json.NewDecoder(resp.Body).Decode(&dep)
+				resp.Body.Close()
+			}
+			if dep.State == "succeeded" {
+				break
+			}
+			if dep.State != "" && dep.State != "running" || time.Now().After(deadline) {
+				t.Fatalf("kill %d: deployment %s of %s is %q (%s) after the server came back", i, d.ID, v, dep.State, dep.Error)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		var st fleetStatus
+		json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
+		want := st.host("web-1").Apps["hello"].Label
+		if !st.host("web-1").runs("hello", want) || !st.host("web-2").runs("hello", want) {
+			t.Fatalf("kill %d: hosts %s / %s", i, st.host("web-1"), st.host("web-2"))
+		}
+		if r := must(0, "lock", "status", "-o", "json").stdout; strings.Contains(r, `"hello"`) {
+			t.Fatalf("kill %d: the lock is still held: %s", i, r)
+		}
+	}
+}
