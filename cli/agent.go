@@ -256,10 +256,12 @@ func dash(s string) string {
 	return s
 }
 
+// oneLine fits s on one line of at most 120 characters, cutting from the
+// middle: an error's cause is at its end ("…: no space left on device").
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 120 {
-		s = s[:117] + "..."
+	if r := []rune(s); len(r) > 120 {
+		s = string(r[:45]) + "…" + string(r[len(r)-74:])
 	}
 	return s
 }

@@ -279,7 +279,13 @@ type fleetAgent struct {
 
 func startFleetAgent(t *testing.T, fn *fleetNet, i int, s *fleetServer, join string) *fleetAgent {
 	t.Helper()
-	a := &fleetAgent{t: t, net: fn, i: i, name: fmt.Sprintf("web-%d", i+1), root: t.TempDir()}
+	return startFleetAgentAt(t, fn, i, s, join, t.TempDir())
+}
+
+// startFleetAgentAt is startFleetAgent with its root at root.
+func startFleetAgentAt(t *testing.T, fn *fleetNet, i int, s *fleetServer, join, root string) *fleetAgent {
+	t.Helper()
+	a := &fleetAgent{t: t, net: fn, i: i, name: fmt.Sprintf("web-%d", i+1), root: root}
 	a.args = []string{"agent", "--server", s.url, "--join", join, "--ca-sha256", s.ca,
 		"--root", a.root, "--name", a.name, "--health-timeout", "10s"}
 	var err error

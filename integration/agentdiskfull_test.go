@@ -1,0 +1,106 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAgentDiskFull runs an agent whose root is a 40 MiB tmpfs and deploys
+// a release that does not fit once unpacked: the deployment fails and says
+// why, the old release keeps serving, nothing half-written is left in the
+// releases or the cache, and the next release that fits installs.
+func TestAgentDiskFull(t *testing.T) {
+	goBin := need(t, "go")
+	need(t, "curl")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.Mkdir(root, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", root).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" && os.Getuid() == 0 {
+			t.Fatalf("mount tmpfs: %v %s", err, out)
+		}
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
+		t.Setenv(k, "")
+	}
+	must := func(code int, args ...string) result {
+		t.Helper()
+		r, err := fleetRun(context.Background(), nil, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != code {
+			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	app := t.TempDir()
+	buildHelloBin(t, goBin, app)
+	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]", 1)
+	os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(y), 0o644)
+	arts := map[string]string{}
+	for v, size := range map[string]int{"1.0.0": 1 << 20, "2.0.0": 60 << 20, "3.0.0": 1 << 20} {
+		// 256 KiB of noise, then zeros: the artifact downloads small and
+		// unpacks to size.
+		data := make([]byte, size)
+		rand.Read(data[:256<<10])
+		os.WriteFile(filepath.Join(app, "data.bin"), data, 0o644)
+		arts[v], _ = buildDir(t, app, v)
+	}
+	fn := newFleetNet(t, 1)
+	srv := startFleetServer(t, fn.serverIP)
+	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
+	var tok struct{ Secret string }
+	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
+	startFleetAgentAt(t, fn, 0, srv, tok.Secret, root)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(must(0, "status", "-o", "json").stdout, `"web-1"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not join within 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
+		must(0, "publish", arts[v])
+	}
+	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
+	r, _ := fleetRun(context.Background(), nil, "deploy", "hello", "2.0.0", "--to", "prod", "--health-timeout", "30s")
+	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "no space left on device") {
+		t.Fatalf("deploy of a release that does not fit: exit %d, want a failure that says no space left on device\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	var st fleetStatus
+	json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
+	if !st.host("web-1").runs("hello", "v1") {
+		t.Fatalf("after the failed deploy: %s, want v1 still running healthy", st.host("web-1"))
+	}
+	appDir := filepath.Join(root, "apps", "hello")
+	rels, _ := os.ReadDir(filepath.Join(appDir, "releases"))
+	if len(rels) != 1 || !strings.HasPrefix(rels[0].Name(), "v1-") {
+		var names []string
+		for _, e := range rels {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("releases after the failed unpack: %v, want only v1's", names)
+	}
+	filepath.WalkDir(filepath.Join(root, "cache"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasPrefix(d.Name(), ".") || strings.Contains(d.Name(), "tmp") || strings.Contains(d.Name(), "download")) {
+			t.Errorf("left in the cache: %s", p)
+		}
+		return nil
+	})
+	must(0, "deploy", "hello", "3.0.0", "--to", "prod", "--health-timeout", "30s")
+	json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
+	if !st.host("web-1").runs("hello", "v3") {
+		t.Fatalf("after a release that fits: %s", st.host("web-1"))
+	}
+}
