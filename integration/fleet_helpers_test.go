@@ -29,6 +29,7 @@ import (
 type fleetNet struct {
 	serverIP string   // the address the server listens on
 	ns       []string // per agent; nil on loopback
+	veths    []string // per agent, the host's end of its link
 	undo     []string // ip(8) argument lists that take it down, in order
 }
 
@@ -85,6 +86,7 @@ func newFleetNet(t *testing.T, n int) *fleetNet {
 			// so the pair.
 			f.undo = append([]string{"netns del " + ns}, f.undo...)
 			f.ns = append(f.ns, ns)
+			f.veths = append(f.veths, veth)
 			for _, args := range [][]string{
 				{"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
 				{"link", "set", veth, "master", br},
