@@ -58,7 +58,8 @@ func TestNetworkFaults(t *testing.T) {
 	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
 		arts[v], _ = buildDir(t, dir, v)
 	}
-	srv := startFleetServer(t, fn.serverIP, "--host-lost-after", "5s")
+	// Agents report every 5 s; two missed reports make a host lost.
+	srv := startFleetServer(t, fn.serverIP, "--host-lost-after", "12s")
 	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
 	var tok struct{ Secret string }
 	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
@@ -101,13 +102,16 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	// Back: it converges to the group's release, installing nothing twice.
 	ip("ip", "link", "set", fn.veths[1], "up")
+	up := time.Now()
 	deadline = time.Now().Add(60 * time.Second)
-	for st := status(); !st.host("web-1").runs("hello", "v1") || !st.host("web-2").runs("hello", "v1"); st = status() {
+	// (A report from after the link came back, not the last one before.)
+	for st := status(); !st.host("web-1").runs("hello", "v1") || !st.host("web-2").runs("hello", "v1") || st.host("web-2").LastSeen.Before(up); st = status() {
 		if time.Now().After(deadline) {
 			t.Fatalf("after the link came back: %s / %s", st.host("web-1"), st.host("web-2"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	t.Logf("web-2 reported again %s after its link came back", time.Since(up).Round(time.Millisecond))
 	for _, a := range agents {
 		rels, _ := os.ReadDir(filepath.Join(a.root, "apps", "hello", "releases"))
 		seen := map[string]bool{}
