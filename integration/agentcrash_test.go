@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,21 +30,7 @@ func TestKillAgentAtRandomMoments(t *testing.T) {
 	if v := os.Getenv("FERRY_RELIABILITY_KILLS"); v != "" {
 		kills, _ = strconv.Atoi(v)
 	}
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	dir := t.TempDir()
 	buildHelloBin(t, goBin, dir)
 	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]\nhooks:\n  post: [\"sleep 0.2\"]", 1)
@@ -64,10 +49,7 @@ func TestKillAgentAtRandomMoments(t *testing.T) {
 	}
 	fn := newFleetNet(t, 1)
 	srv := startFleetServer(t, fn.serverIP)
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
-	ag := startFleetAgent(t, fn, 0, srv, tok.Secret)
+	ag := joinAgents(t, must, fn, srv, "")[0]
 	for _, a := range arts {
 		must(0, "publish", a)
 	}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAgentDiskFull runs an agent whose root is a 40 MiB tmpfs and deploys
@@ -29,21 +28,7 @@ func TestAgentDiskFull(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)
 	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]", 1)
@@ -59,17 +44,7 @@ func TestAgentDiskFull(t *testing.T) {
 	}
 	fn := newFleetNet(t, 1)
 	srv := startFleetServer(t, fn.serverIP)
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
-	startFleetAgentAt(t, fn, 0, srv, tok.Secret, root)
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(must(0, "status", "-o", "json").stdout, `"web-1"`) {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not join within 20s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	joinAgents(t, must, fn, srv, root)
 	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
 		must(0, "publish", arts[v])
 	}

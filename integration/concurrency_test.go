@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ferrydeploy/ferry/api"
 )
@@ -22,21 +21,7 @@ import (
 func TestConcurrentDeploys(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	// hello's health check waits 2 s the first time each instance is
 	// checked, so a rollout lasts long enough for the others to find its
 	// lock held.
@@ -61,17 +46,7 @@ func TestConcurrentDeploys(t *testing.T) {
 	}
 	fn := newFleetNet(t, 1)
 	srv := startFleetServer(t, fn.serverIP)
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
-	startFleetAgent(t, fn, 0, srv, tok.Secret)
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(must(0, "status", "-o", "json").stdout, `"web-1"`) {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not join within 20s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	joinAgents(t, must, fn, srv, "")
 	for _, a := range arts {
 		must(0, "publish", a)
 	}
@@ -122,7 +97,9 @@ func TestConcurrentDeploys(t *testing.T) {
 	}
 
 	codes := map[int]int{}
-	for _, r := range all(func(int) []string { return []string{"deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s"} }) {
+	for _, r := range all(func(int) []string {
+		return []string{"deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s"}
+	}) {
 		codes[r.code]++
 		if r.code == 3 && !strings.Contains(r.stderr, "locked") {
 			t.Errorf("exit 3 without saying it is locked: %s", r.stderr)

@@ -475,3 +475,61 @@ processes:
     health: {exec: "%scurl -fsS -m 1 -o /dev/null http://127.0.0.1:$PORT/healthz", interval: 100ms%s}
 `, check, extra)
 }
+
+// fleetCLI gives the test a CLI configuration of its own (no FERRY_*
+// from the environment) and returns must, which runs ferry and fails the
+// test unless it exits with code.
+func fleetCLI(t *testing.T) func(code int, args ...string) result {
+	t.Helper()
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
+		t.Setenv(k, "")
+	}
+	return func(code int, args ...string) result {
+		t.Helper()
+		r, err := fleetRun(context.Background(), nil, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.code != code {
+			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+		}
+		return r
+	}
+}
+
+// joinAgents logs the CLI in to srv and starts an agent per root (a new
+// temp dir for ""), joined to group prod as web-1, web-2, …, and waits
+// until the server lists them all.
+func joinAgents(t *testing.T, must func(int, ...string) result, fn *fleetNet, srv *fleetServer, roots ...string) []*fleetAgent {
+	t.Helper()
+	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
+	var tok struct{ Secret string }
+	if err := json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*fleetAgent
+	for i, root := range roots {
+		if root == "" {
+			root = t.TempDir()
+		}
+		agents = append(agents, startFleetAgentAt(t, fn, i, srv, tok.Secret, root))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := must(0, "status", "-o", "json").stdout
+		joined := 0
+		for _, a := range agents {
+			if strings.Contains(st, `"`+a.name+`"`) {
+				joined++
+			}
+		}
+		if joined == len(agents) {
+			return agents
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d agents joined within 20s", joined, len(agents))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -30,21 +30,7 @@ func TestNetworkFaults(t *testing.T) {
 		}
 		t.Skip("no network namespaces here: the link faults cannot be made")
 	}
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	ip := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
@@ -60,20 +46,7 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	// Agents report every 5 s; two missed reports make a host lost.
 	srv := startFleetServer(t, fn.serverIP, "--host-lost-after", "12s")
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
-	var agents []*fleetAgent
-	for i := range 2 {
-		agents = append(agents, startFleetAgent(t, fn, i, srv, tok.Secret))
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for st := must(0, "status", "-o", "json").stdout; !strings.Contains(st, `"web-1"`) || !strings.Contains(st, `"web-2"`); st = must(0, "status", "-o", "json").stdout {
-		if time.Now().After(deadline) {
-			t.Fatal("the agents did not join within 20s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	agents := joinAgents(t, must, fn, srv, "", "")
 	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
 		must(0, "publish", arts[v])
 	}
@@ -103,7 +76,7 @@ func TestNetworkFaults(t *testing.T) {
 	// Back: it converges to the group's release, installing nothing twice.
 	ip("ip", "link", "set", fn.veths[1], "up")
 	up := time.Now()
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	// (A report from after the link came back, not the last one before.)
 	for st := status(); !st.host("web-1").runs("hello", "v1") || !st.host("web-2").runs("hello", "v1") || st.host("web-2").LastSeen.Before(up); st = status() {
 		if time.Now().After(deadline) {

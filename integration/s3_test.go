@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -41,21 +39,7 @@ func (b *bucketLog) count(key string) int {
 func TestS3Store(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)
 	os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(fleetYAML("", "")), 0o644)
@@ -88,21 +72,7 @@ func TestS3Store(t *testing.T) {
 	defer hs.Close()
 	storeURL := "s3://arts/ferry?endpoint=http://" + ln.Addr().String() + "&use_path_style=true&region=us-east-1&response_checksum_validation=when_required"
 	srv := startFleetServer(t, fn.serverIP, "--store", storeURL, "--direct-download")
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	if err := json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		startFleetAgent(t, fn, i, srv, tok.Secret)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for st := must(0, "status", "-o", "json").stdout; !strings.Contains(st, `"web-1"`) || !strings.Contains(st, `"web-2"`); st = must(0, "status", "-o", "json").stdout {
-		if time.Now().After(deadline) {
-			t.Fatal("the agents did not join within 20s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	joinAgents(t, must, fn, srv, "", "")
 
 	key := func(v string) string { return "artifacts/hello/" + sums[v] + ".tar.zst" }
 	must(0, "publish", arts["1.0.0"])

@@ -26,21 +26,7 @@ func TestWebUI(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
 	chromium := need(t, "chromium")
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, k := range []string{"FERRY_SERVER", "FERRY_TOKEN", "FERRY_CA_SHA256"} {
-		t.Setenv(k, "")
-	}
-	must := func(code int, args ...string) result {
-		t.Helper()
-		r, err := fleetRun(context.Background(), nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code != code {
-			t.Fatalf("ferry %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
-		}
-		return r
-	}
+	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)
 	os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(fleetYAML("", "")), 0o644)
@@ -50,19 +36,7 @@ func TestWebUI(t *testing.T) {
 	}
 	fn := newFleetNet(t, 2)
 	srv := startFleetServer(t, fn.serverIP)
-	must(0, "login", srv.url, "--token", srv.token, "--ca-sha256", srv.ca)
-	var tok struct{ Secret string }
-	json.Unmarshal([]byte(must(0, "agent", "join-token", "--group", "prod", "-o", "json").stdout), &tok)
-	for i := range 2 {
-		startFleetAgent(t, fn, i, srv, tok.Secret)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for st := must(0, "status", "-o", "json").stdout; !strings.Contains(st, `"web-1"`) || !strings.Contains(st, `"web-2"`); st = must(0, "status", "-o", "json").stdout {
-		if time.Now().After(deadline) {
-			t.Fatal("the agents did not join within 20s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	joinAgents(t, must, fn, srv, "", "")
 	must(0, "publish", arts["1.0.0"])
 	must(0, "publish", arts["2.0.0"])
 	must(0, "config", "set", "hello", "--group", "prod", "--secret", "API_KEY=hunter2-very-secret")

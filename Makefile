@@ -1,0 +1,28 @@
+# The test command is `bash scripts/test.sh` (what .ci/run runs). These
+# targets run the long versions of the reliability scenarios
+# (RELIABILITY.md); each short version already runs in the test command.
+
+FUZZTIME ?= 10m
+
+.PHONY: test reliability fuzz kills
+
+test:
+	bash scripts/test.sh
+
+# Every fuzz target for FUZZTIME, one after the other.
+fuzz:
+	go test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./manifest
+	go test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./spec
+	go test -run XXX -fuzz '^FuzzProcfile$$' -fuzztime $(FUZZTIME) ./spec
+	go test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./desired
+	go test -run XXX -fuzz '^FuzzUnpack$$' -fuzztime $(FUZZTIME) ./artifact
+	go test -run XXX -fuzz '^FuzzEnvFile$$' -fuzztime $(FUZZTIME) ./agent
+	go test -run XXX -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./server
+
+# 200 agent kills, 20 server kills, and the other fault scenarios once.
+kills:
+	FERRY_RELIABILITY_KILLS=200 FERRY_RELIABILITY_SERVER_KILLS=20 go test -count=1 -v -timeout 90m \
+		-run 'TestKillAgentAtRandomMoments|TestKillServerMidRollout|TestEtcdControlPlane|TestKillApplyAtRandomMoments|TestAgentDiskFull|TestDiskFullDuringUnpack|TestNetworkFaults|TestConcurrentDeploys' ./integration
+	go test -count=1 -v -run 'TestSecurityMatrix|TestRouteRoles|TestUIAuth|TestLogs' ./server
+
+reliability: kills fuzz
