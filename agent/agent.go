@@ -147,6 +147,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.stopOrphans(prev)
 	// Instances say READY=1 here; the sender's pid is checked.
 	a.notify, err = notify.Listen(filepath.Join(root, NotifySocket))
 	if err != nil {
@@ -501,4 +502,23 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// stopOrphans stops the processes an earlier agent of this root started
+// and was killed before recording: no state names them, so nothing would
+// ever stop them, and they may hold what their successor needs (found by
+// TestKillAgentAtRandomMoments: a v2 instance left running beside v1).
+func (a *Agent) stopOrphans(prev *State) {
+	known := map[int]bool{}
+	for _, app := range prev.Apps {
+		for _, p := range app.Processes {
+			known[p.PID] = true
+		}
+	}
+	orphans := supervise.Orphans(filepath.Join(a.cfg.Root, AppsDir)+string(filepath.Separator), known)
+	if len(orphans) == 0 {
+		return
+	}
+	a.log.Warn("stopping processes an earlier agent started but never recorded", "pids", orphans)
+	supervise.StopGroups(orphans, 10*time.Second)
 }

@@ -243,6 +243,9 @@ func (i *Instance) launch(prev *Status) (p *proc, rs [2]*os.File, started time.T
 	// old run's reader from ever seeing EOF.
 	pipes = fmt.Sprintf("%s-%d", i.spec.Name(), time.Now().UnixNano())
 	outPath, errPath := fifos(i.spec.RunDir, pipes)
+	// The mark by which a later agent finds this process if this one is
+	// killed before it records the pid (Orphans).
+	env = append(env[:len(env):len(env)], RunDirEnv+"="+i.spec.RunDir)
 	p, rs, err = startProc(argv, i.spec.Dir, env, files, outPath, errPath)
 	if err != nil {
 		os.Remove(outPath)
