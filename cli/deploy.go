@@ -523,12 +523,13 @@ func printDeploymentChanges(w io.Writer, d api.Deployment, titles map[string]str
 }
 
 // deployFailure says what failed: the deployment's error, each failed
-// host with its error (the failing check), and what the rollback did.
+// host with its error (the failing check), and what the rollback did, in
+// full: the progress table shortens errors, the final message does not.
 func deployFailure(d api.Deployment) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", deploymentTitle(d), d.State)
 	if d.Error != "" {
-		fmt.Fprintf(&b, ": %s", oneLine(d.Error))
+		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(d.Error, "\n", " "))
 	}
 	var bad []string
 	for _, h := range hostsInOrder(d) {
@@ -537,7 +538,7 @@ func deployFailure(d api.Deployment) string {
 		if (hr.State == "failed" || hr.Error != "") && !strings.Contains(d.Error, h) {
 			s := h
 			if hr.Error != "" {
-				s += " (" + oneLine(hr.Error) + ")"
+				s += " (" + strings.ReplaceAll(hr.Error, "\n", " ") + ")"
 			}
 			bad = append(bad, s)
 		}

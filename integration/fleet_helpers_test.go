@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,9 @@ type fleetNet struct {
 	veths    []string // per agent, the host's end of its link
 	undo     []string // ip(8) argument lists that take it down, in order
 }
+
+// fleetSeq numbers the fleets a test process makes.
+var fleetSeq atomic.Int32
 
 // newFleetNet makes n namespaces, or returns a loopback fleetNet (and logs
 // why) when it cannot.
@@ -55,7 +59,9 @@ func newFleetNet(t *testing.T, n int) *fleetNet {
 		t.Log("no free 10.213.x.0/24 subnet: agents share the host's loopback")
 		return lo
 	}
-	id := strconv.Itoa(os.Getpid())
+	// Unique per fleet, not only per test process: a namespace whose
+	// processes outlive a test keeps its veth until they are gone.
+	id := strconv.Itoa(os.Getpid()) + "x" + strconv.Itoa(int(fleetSeq.Add(1)))
 	f := &fleetNet{serverIP: subnet + ".1"}
 	br := "fy" + id + "b"
 	ip := func(args ...string) error {

@@ -418,7 +418,7 @@ func TestFleet(t *testing.T) {
 			envFile := filepath.Join(agents[i].root, "apps", "hello", "env", rel)
 			b, err := os.ReadFile(envFile)
 			fi, _ := os.Stat(envFile)
-			if err != nil || !strings.Contains(string(b), `API_KEY="`+secret+`"`) || !strings.Contains(string(b), `LOG_LEVEL="debug"`) || fi.Mode().Perm() != 0o600 {
+			if err != nil || !strings.Contains(string(b), `API_KEY='`+secret+`'`) || !strings.Contains(string(b), `LOG_LEVEL='debug'`) || fi.Mode().Perm() != 0o600 {
 				t.Errorf("%s: env file %s (%v): %q; want the config, mode 0600", h, envFile, err, b)
 			}
 			if fi, err := os.Stat(filepath.Join(agents[i].root, "state.json")); err != nil || fi.Mode().Perm() != 0o600 {
