@@ -487,9 +487,15 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	tick := time.NewTicker(a.cfg.ReportEvery)
 	defer tick.Stop()
 	for {
-		if err := a.cfg.Report(ctx, a.Snapshot().Redacted()); err != nil && ctx.Err() == nil {
+		// A report stuck on a connection a partition left in TCP's
+		// retransmission backoff is given up after two heartbeats and sent
+		// again on a new one: TestNetworkFaults saw a host report again
+		// only 15 s after its link came back.
+		rctx, cancel := context.WithTimeout(ctx, max(2*a.cfg.ReportEvery, 10*time.Second))
+		if err := a.cfg.Report(rctx, a.Snapshot().Redacted()); err != nil && ctx.Err() == nil {
 			a.log.Warn("report to server", "err", err)
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return

@@ -15,14 +15,15 @@ import (
 // two agents in their own network namespaces during rollouts: a rollout
 // with a host cut off fails within its health timeout (it never hangs),
 // the cut-off host keeps its app running, and when the link returns it
-// converges without installing anything twice; over a 4 Mbit/s link
-// (tc tbf) a rollout still completes within its timeout. (This kernel has
-// no netem, so the 500 ms delay and 10% loss of the issue are not
-// reproduced here; RELIABILITY.md says so.)
+// converges without installing anything twice; with 10% packet loss each
+// way (nftables) and over a 4 Mbit/s link (tc tbf) a rollout still
+// completes within its timeout. (This kernel has no netem, so the 500 ms
+// delay of the issue is not reproduced here; RELIABILITY.md says so.)
 func TestNetworkFaults(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
 	need(t, "tc")
+	need(t, "nft")
 	fn := newFleetNet(t, 2)
 	if fn.ns == nil {
 		if os.Getenv("CI") != "" && os.Getuid() == 0 {
@@ -84,7 +85,12 @@ func TestNetworkFaults(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("web-2 reported again %s after its link came back", time.Since(up).Round(time.Millisecond))
+	back := time.Since(up)
+	t.Logf("web-2 reported again %s after its link came back", back.Round(time.Millisecond))
+	// A report stuck during the cut is given up after 10 s and sent anew.
+	if back > 20*time.Second {
+		t.Errorf("web-2 reported again only %s after its link came back", back.Round(time.Millisecond))
+	}
 	for _, a := range agents {
 		rels, _ := os.ReadDir(filepath.Join(a.root, "apps", "hello", "releases"))
 		seen := map[string]bool{}
@@ -96,6 +102,19 @@ func TestNetworkFaults(t *testing.T) {
 			seen[label] = true
 		}
 	}
+
+	// 10% packet loss each way on web-2's link (nftables in its
+	// namespace): the rollout completes within its timeout.
+	nft := func(args ...string) { ip(append([]string{"ip", "netns", "exec", fn.ns[1], "nft"}, args...)...) }
+	nft("add", "table", "inet", "ferryloss")
+	nft("add chain inet ferryloss in { type filter hook input priority 0; }")
+	nft("add chain inet ferryloss out { type filter hook output priority 0; }")
+	nft("add rule inet ferryloss in numgen random mod 10 0 drop")
+	nft("add rule inet ferryloss out numgen random mod 10 0 drop")
+	start = time.Now()
+	must(0, "deploy", "hello", "2.0.0", "--to", "prod", "--health-timeout", "120s", "--strategy", "all")
+	t.Logf("with 10%% packet loss each way on web-2's link the rollout took %s", time.Since(start).Round(time.Millisecond))
+	nft("delete", "table", "inet", "ferryloss")
 
 	// A slow link (4 Mbit/s to web-1, the artifact 4.6 MiB): the rollout completes within its
 	// timeout.
