@@ -189,17 +189,17 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) 
 			return err
 		}
 	}
-	key, size, err := s.blobKey(ctx, art.App, sum)
-	if err != nil {
-		return err
-	}
 	if r.Method == http.MethodHead {
+		_, size, err := s.blobKey(ctx, art.App, sum)
+		if err != nil {
+			return err
+		}
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.Header().Set("Accept-Ranges", "bytes")
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	rc, size, err := s.blobs.Open(ctx, key, offset)
+	rc, size, err := s.openBlob(ctx, art.App, sum, offset)
 	if err != nil {
 		return err
 	}
