@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/logfile"
 )
 
@@ -41,7 +42,7 @@ func Serve(ctx context.Context, srv Server, appsDir string, log *slog.Logger) {
 			failures++
 			wait := min(time.Second<<min(failures-1, 5), 30*time.Second)
 			log.Debug("log requests", "err", err, "retry_in", wait)
-			sleep(ctx, wait+rand.N(wait/4+1))
+			fetch.Sleep(ctx, wait+rand.N(wait/4+1))
 			continue
 		}
 		failures = 0
@@ -168,14 +169,5 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		if err := w.out.send(api.LogLine{Instance: w.instance, Line: line}); err != nil {
 			return 0, err
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

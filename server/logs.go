@@ -170,24 +170,31 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 		sessions = append(sessions, sess)
 		s.logHub.add(sess)
 		defer s.logHub.remove(sess)
+		// Each session ends when its agent's stream does, or, never picked
+		// up within logPickup, with a line saying so.
 		go func() {
+			defer func() { ended <- sess }()
+			pickup := time.NewTimer(logPickup)
+			defer pickup.Stop()
 			select {
-			case <-sess.ended:
 			case <-sess.picked:
-				<-sess.ended
-			case <-time.After(logPickup):
+			case <-pickup.C:
 				select {
-				case <-sess.picked:
-					<-sess.ended
+				case <-sess.picked: // just now
 				default:
 					select {
 					case lines <- api.LogLine{Host: host, Error: "its agent did not answer within " + logPickup.String() + " (is it running, and connected to this server?)"}:
 					case <-ctx.Done():
 					}
+					return
 				}
 			case <-ctx.Done():
+				return
 			}
-			ended <- sess
+			select {
+			case <-sess.ended:
+			case <-ctx.Done():
+			}
 		}()
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -171,8 +171,19 @@ func (u *UI) page(f pageFunc) http.Handler {
 			u.fail(w, r, s, err)
 			return
 		}
-		u.render(w, r, http.StatusOK, page, view{Title: titleOf(page, r), Me: s.me, CSRF: s.csrf, Path: r.URL.Path, Data: data, s: s})
+		u.render(w, r, http.StatusOK, page, s.view(page, r, data))
 	})
+}
+
+// view is what a signed-in page's template gets.
+func (s *session) view(page string, r *http.Request, data any) view {
+	return view{Title: titleOf(page, r), Me: s.me, CSRF: s.csrf, Path: r.URL.Path, Data: data, s: s}
+}
+
+// formOK says whether a POST carries the session's CSRF value and comes
+// from this site.
+func (s *session) formOK(r *http.Request) bool {
+	return hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) && sameOrigin(r)
 }
 
 // actionFunc does what a form asks and says where to go next; with page
@@ -193,7 +204,7 @@ func (u *UI) action(f actionFunc) http.Handler {
 			u.fail(w, r, s, ferry.WrapError(ferry.EINVALID, err, "form"))
 			return
 		}
-		if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) || !sameOrigin(r) {
+		if !s.formOK(r) {
 			u.fail(w, r, s, ferry.Errorf(ferry.EDENIED, "this form did not come from this page (CSRF check): reload the page and try again"))
 			return
 		}
@@ -203,7 +214,7 @@ func (u *UI) action(f actionFunc) http.Handler {
 			return
 		}
 		if page != "" {
-			u.render(w, r, http.StatusOK, page, view{Title: titleOf(page, r), Me: s.me, CSRF: s.csrf, Path: r.URL.Path, Data: data, s: s})
+			u.render(w, r, http.StatusOK, page, s.view(page, r, data))
 			return
 		}
 		http.Redirect(w, r, next, http.StatusSeeOther)
@@ -351,7 +362,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
-	if s, err := u.open(r); err == nil && (!hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) || !sameOrigin(r)) {
+	if s, err := u.open(r); err == nil && !s.formOK(r) {
 		u.fail(w, r, s, ferry.Errorf(ferry.EDENIED, "this form did not come from this page (CSRF check)"))
 		return
 	}
