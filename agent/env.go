@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,7 +101,7 @@ func (r *appRunner) renderEnv(rel string, want *desired.App, id string) (map[str
 		return nil, fmt.Errorf("release %s: .env: %w", id, err)
 	}
 	for k, v := range dotenv {
-		if !envKeyRe.MatchString(k) {
+		if !ferry.IsEnvName(k) {
 			return nil, fmt.Errorf("release %s: .env: %q is not a variable name (letters, digits and _, not starting with a digit)", id, k)
 		}
 		env[k] = v
@@ -168,8 +167,6 @@ func (a *Agent) waitReady() func(ctx context.Context, pid int) error {
 	}
 	return a.notify.WaitReady
 }
-
-var envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // renderEnvFile writes env as KEY='VALUE' lines, sorted: single quotes
 // keep a value literally for godotenv, a shell's "." and systemd's

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/joho/godotenv"
+
+	"github.com/ferrydeploy/ferry"
 )
 
 // FuzzEnvFile: whatever a release's .env holds, the env file the agent
@@ -28,7 +30,7 @@ func FuzzEnvFile(f *testing.F) {
 			// quoting (renderEnvFile's comment).
 			quoted := strings.ContainsAny(v, "'\n\r") || strings.HasSuffix(v, `\`)
 			odd := quoted && (strings.HasPrefix(v, `"`) || strings.HasSuffix(v, `"`) || strings.HasSuffix(v, `\`))
-			return !envKeyRe.MatchString(k) || odd
+			return !ferry.IsEnvName(k) || odd
 		})
 		text := renderEnvFile(m)
 		back, err := godotenv.Unmarshal(text)

@@ -69,7 +69,6 @@ var (
 	// The same rule as spec's, so every app a ferry.yaml can name fits here.
 	appNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	procNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
-	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	sha256Re   = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
@@ -158,7 +157,7 @@ func checkApp(name string, y appYAML) (App, error) {
 		a.Env = make(map[string]string, len(y.Env))
 	}
 	for _, k := range slices.Sorted(maps.Keys(y.Env)) {
-		if !envKeyRe.MatchString(k) {
+		if !ferry.IsEnvName(k) {
 			bad("%s.env: %q is not a valid variable name: use letters, digits and _, not starting with a digit", p, k)
 		}
 		a.Env[k] = string(y.Env[k])

@@ -22,7 +22,7 @@ var envValueEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "`", "\\`", `$`,
 // Newlines are allowed: both keep them inside double quotes, so a PEM key
 // from .env survives.
 func checkEnv(k, v string) error {
-	if !envKeyRe.MatchString(k) {
+	if !ferry.IsEnvName(k) {
 		return ferry.Errorf(ferry.EINVALID, "export: environment: %q is not a valid variable name (letters, digits and _, not starting with a digit)", k)
 	}
 	if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {

@@ -97,7 +97,6 @@ func Formats() []string {
 var (
 	// Names become file names, unit names and labels: keep them plain.
 	appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	envKeyRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Render returns the files of an export without touching the disk.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,13 +47,11 @@ type configSnapshot struct {
 	Scopes map[string]map[string]storedVar `json:"scopes"` // api.ScopeApp or a group → key → var
 }
 
-var envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // checkKey refuses names that are no environment variable, and those
 // the agent sets itself.
 func checkEnvKey(k string) error {
 	switch {
-	case !envKeyRe.MatchString(k):
+	case !ferry.IsEnvName(k):
 		return ferry.Errorf(ferry.EINVALID, "config key %q: use letters, digits and _, not starting with a digit", k)
 	case strings.HasPrefix(k, "FERRY_"), k == "PORT", k == "NOTIFY_SOCKET", strings.HasPrefix(k, "LISTEN_"):
 		return ferry.Errorf(ferry.EINVALID, "config key %q is set by the agent; choose another name", k)
