@@ -30,10 +30,7 @@ import (
 func TestKillAgentAtRandomMoments(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
-	kills := 8
-	if v := os.Getenv("FERRY_RELIABILITY_KILLS"); v != "" {
-		kills, _ = strconv.Atoi(v)
-	}
+	kills := envCount(t, "FERRY_RELIABILITY_KILLS", 8)
 	must := fleetCLI(t)
 	dir := t.TempDir()
 	buildHelloBin(t, goBin, dir)

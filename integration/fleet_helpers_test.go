@@ -539,3 +539,18 @@ func joinAgents(t *testing.T, must func(int, ...string) result, fn *fleetNet, sr
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// envCount is the positive count in environment variable name (the long
+// versions of the reliability tests), or def when it is unset.
+func envCount(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", name, v)
+	}
+	return n
+}

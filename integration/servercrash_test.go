@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,10 +23,7 @@ import (
 func TestKillServerMidRollout(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
-	kills := 3
-	if v := os.Getenv("FERRY_RELIABILITY_SERVER_KILLS"); v != "" {
-		kills, _ = strconv.Atoi(v)
-	}
+	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
 	must := fleetCLI(t)
 	dir := t.TempDir()
 	buildHelloBin(t, goBin, dir)

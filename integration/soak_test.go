@@ -30,10 +30,7 @@ func procUsage(pid int) (rssKiB, fds int) {
 // reliability` runs 500).
 func TestSoak(t *testing.T) {
 	need(t, "go")
-	deploys := 6
-	if v := os.Getenv("FERRY_SOAK_DEPLOYS"); v != "" {
-		deploys, _ = strconv.Atoi(v)
-	}
+	deploys := envCount(t, "FERRY_SOAK_DEPLOYS", 6)
 	fn := newFleetNet(t, 3)
 	if fn.ns == nil {
 		if os.Getenv("CI") != "" && os.Getuid() == 0 {
