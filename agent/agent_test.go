@@ -3,14 +3,18 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferrydeploy/ferry/artifact"
 	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/fetch"
 	"github.com/ferrydeploy/ferry/fsutil"
 	"github.com/ferrydeploy/ferry/supervise"
 )
@@ -283,6 +287,68 @@ func TestRestartAdoptsProcesses(t *testing.T) {
 	for _, p := range st.Apps["app"].Processes {
 		if p.Restarts != 0 {
 			t.Errorf("%s.%d restarted %d times", p.Process, p.Instance, p.Restarts)
+		}
+	}
+}
+
+// TestSupersededDownload: a release whose artifact crawls in (a link that
+// slowed to nothing) is given up the moment the desired state moves on —
+// here back to the release that runs, as after a rollback — instead of
+// being downloaded, installed and started first.
+func TestSupersededDownload(t *testing.T) {
+	root := t.TempDir()
+	desiredPath := filepath.Join(t.TempDir(), "desired.yaml")
+	good, sg := buildApp(t, "app", "v1", healthyWeb)
+	next, snext := buildApp(t, "app", "v2", healthyWeb)
+	body, err := os.ReadFile(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, gone, quit := make(chan struct{}, 10), make(chan struct{}, 10), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body[:len(body)/4])
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		select { // the rest never comes
+		case <-r.Context().Done():
+			gone <- struct{}{}
+		case <-quit:
+		}
+	}))
+	// Cleanups run last first: the agent stops, then the stalled handler
+	// is let go (Close waits for it).
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(quit) })
+
+	writeDesired(t, desiredPath, "apps:\n"+entry("app", good, sg, ""))
+	ta := startAgent(t, root, desiredPath, func(c *Config) { c.Registry = fetch.NewRegistry() })
+	st := ta.until("v1 running", 20*time.Second, running("app", sg, 2))
+	v1, before := st.Apps["app"].Release, pids(st.Apps["app"])
+
+	slow := fmt.Sprintf("  app:\n    artifact: %s/app-v2.tar.zst\n    sha256: %s\n", srv.URL, snext)
+	writeDesired(t, desiredPath, "apps:\n"+slow)
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not start downloading v2")
+	}
+	ta.until("v2 installing", 5*time.Second, func(st *State) bool { return st.Apps["app"].State == AppInstalling })
+
+	writeDesired(t, desiredPath, "apps:\n"+entry("app", good, sg, ""))
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent kept downloading a release no longer desired")
+	}
+	st = ta.until("v1 running again", 10*time.Second, running("app", sg, 2))
+	if as := st.Apps["app"]; as.Release != v1 || fmt.Sprint(pids(as)) != fmt.Sprint(before) || as.Error != "" {
+		t.Errorf("after v2 was superseded: %s; want %s with pids %v untouched and no error", describe(st), v1, before)
+	}
+	rels, _ := os.ReadDir(filepath.Join(root, AppsDir, "app", "releases"))
+	for _, e := range rels {
+		if e.Name() != v1 {
+			t.Errorf("releases holds %s beside %s", e.Name(), v1)
 		}
 	}
 }

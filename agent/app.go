@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -38,6 +39,55 @@ type appRunner struct {
 
 	procs  []*supervise.Instance // touched only by loop (and statuses, under a.mu)
 	owners map[string]*portOwner // by process name; touched only by loop
+
+	fetching superseded
+}
+
+// superseded cancels the download and unpack of a release once a
+// different desired entry arrives: over a slow link, the artifact of a
+// rollout the server has since rolled back must not hold up (and then
+// briefly run instead of) the release it wants now. What comes after the
+// unpack — hooks, the switch, the health wait — is not cut short.
+type superseded struct {
+	mu     sync.Mutex
+	latest *desired.App // the newest entry sent
+	want   *desired.App // the entry being fetched; nil when none
+	cancel context.CancelFunc
+}
+
+// sent notes the newest entry and cancels a fetch it supersedes.
+func (s *superseded) sent(want *desired.App) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latest = want
+	if s.want != nil && !sameEntry(s.want, want) {
+		s.cancel()
+	}
+}
+
+// start returns the context of a fetch of want, already cancelled when a
+// different entry was sent since want, and the func that ends the fetch.
+func (s *superseded) start(ctx context.Context, want *desired.App) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.want, s.cancel = want, cancel
+	if !sameEntry(s.latest, want) {
+		cancel()
+	}
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		s.want, s.cancel = nil, nil
+		s.mu.Unlock()
+		cancel()
+	}
+}
+
+func sameEntry(a, b *desired.App) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
 }
 
 func newRunner(a *Agent, name string) *appRunner {
@@ -55,8 +105,10 @@ func newRunner(a *Agent, name string) *appRunner {
 	}
 }
 
-// send replaces whatever desired entry the loop has not picked up yet.
+// send replaces whatever desired entry the loop has not picked up yet,
+// and cancels the fetch of one it supersedes.
 func (r *appRunner) send(want *desired.App) {
+	r.fetching.sent(want)
 	for {
 		select {
 		case r.mailbox <- want:
@@ -210,10 +262,26 @@ func (r *appRunner) deploy(want *desired.App) error {
 		r.a.log.Error("deploy failed", "app", r.name, "err", err)
 		return err
 	}
+	before := r.snapshot()
 	r.state(func(as *AppState) { as.State, as.Label, as.Error = AppInstalling, want.Release, "" })
 	dl.printf("deploying %s sha256:%s", want.Artifact, want.SHA256)
+	fctx, fetched := r.fetching.start(ctx, want)
+	defer fetched()
+	// A fetch cancelled because another entry arrived is no failure: the
+	// app goes on as it was and the loop takes up the new entry.
+	superseded := func() bool {
+		if fctx.Err() == nil || ctx.Err() != nil {
+			return false
+		}
+		r.state(func(as *AppState) { as.State, as.Label, as.Error = before.State, before.Label, before.Error })
+		r.a.log.Info("release superseded before it was installed", "app", r.name, "release", want.Release)
+		return true
+	}
 
-	path, hit, err := r.a.cache.Get(ctx, want.Artifact, want.SHA256)
+	path, hit, err := r.a.cache.Get(fctx, want.Artifact, want.SHA256)
+	if superseded() {
+		return nil
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -245,13 +313,17 @@ func (r *appRunner) deploy(want *desired.App) error {
 		if err != nil {
 			return fail(err)
 		}
-		err = r.dir.Install(ctx, id, want.SHA256, f, install.Options{Limits: r.a.cfg.Limits, Shared: app.Shared, Src: want.Artifact})
+		err = r.dir.Install(fctx, id, want.SHA256, f, install.Options{Limits: r.a.cfg.Limits, Shared: app.Shared, Src: want.Artifact})
 		f.Close()
+		if superseded() {
+			return nil
+		}
 		if err != nil {
 			return fail(r.failed(ctx, hooks, &dl, err))
 		}
 		dl.printf("installed release %s", id)
 	}
+	fetched()
 	rel := r.dir.ReleasePath(id)
 	hooks.Dir = rel
 	hooks.Env = append(hooks.Env, "FERRY_RELEASE="+id, "FERRY_RELEASE_DIR="+rel)
