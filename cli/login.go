@@ -71,9 +71,6 @@ signed by a CA the system trusts (--tls-cert on the server).
 			if err := writeClientConfig(path, clientConfig{Server: server, Token: token, CASHA256: ca}); err != nil {
 				return err
 			}
-			if strings.Contains(server, "http://") {
-				fmt.Fprintln(env.Stderr, "warning: http:// sends the token in the clear; ferry server speaks https")
-			}
 			fmt.Fprintf(env.Stdout, "Logged in to %s; saved to %s\n", server, path)
 			return nil
 		},

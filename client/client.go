@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -118,9 +119,23 @@ func ParseServer(server string) (*url.URL, error) {
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, ferry.Errorf(ferry.EINVALID, "server address %q: use https://HOST:PORT without user, query or fragment", server)
 	}
+	// Every request carries a token (an agent's join token, then its
+	// credential): in the clear only where it cannot leave the machine.
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		return nil, ferry.Errorf(ferry.EINVALID, "server address %q: http:// is allowed only to a loopback address (tokens would cross the network in the clear); use https://", server)
+	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
 	return u, nil
+}
+
+// loopback reports whether host names this machine's loopback interface.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // Server returns the base URL of the server in use, e.g.

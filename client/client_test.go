@@ -17,6 +17,8 @@ func TestParseServer(t *testing.T) {
 		"deploy.example.com:7400/":         "https://deploy.example.com:7400",
 		" https://10.0.0.5:7400/ ":         "https://10.0.0.5:7400",
 		"http://127.0.0.1:7400":            "http://127.0.0.1:7400",
+		"http://localhost:7400":            "http://localhost:7400",
+		"http://[::1]:7400":                "http://[::1]:7400",
 		"https://example.com/ferry-proxy/": "https://example.com/ferry-proxy",
 	} {
 		u, err := ParseServer(in)
@@ -24,7 +26,9 @@ func TestParseServer(t *testing.T) {
 			t.Errorf("ParseServer(%q) = %v, %v; want %s", in, u, err, want)
 		}
 	}
-	for _, in := range []string{"", "ftp://x", "https://", "https://u:p@x:7400", "https://x:7400?a=b"} {
+	for _, in := range []string{"", "ftp://x", "https://", "https://u:p@x:7400", "https://x:7400?a=b",
+		// Tokens in the clear over a network.
+		"http://10.0.0.5:7400", "http://deploy.example.com", "http://[::ffff:10.0.0.5]:7400", "http://127.0.0.1.example.com"} {
 		if u, err := ParseServer(in); err == nil || ferry.ErrorCode(err) != ferry.EINVALID {
 			t.Errorf("ParseServer(%q) = %v, %v; want an invalid error", in, u, err)
 		}
