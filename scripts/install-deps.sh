@@ -5,13 +5,13 @@
 # python3 (reads exported supervisord configs as supervisord does), curl (the
 # fleet test app's health check), iproute2 (network namespaces for test hosts) and
 # etcd-server (the etcd state store's tests run a real etcd), chromium (the web
-# UI's tests drive it headless), nftables (packet loss on test links), and
+# UI's tests drive it headless), nftables and iptables (packet loss and delay on test links), and
 # builds versitygw
 # and fake-gcs-server (below).
 # Go modules come from the module proxy via go test.
 set -euo pipefail
 need=()
-for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2 etcd-server etcd-client chromium make nftables; do
+for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2 etcd-server etcd-client chromium make nftables iptables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
