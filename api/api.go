@@ -169,6 +169,9 @@ type RollbackRequest struct {
 	App     string `json:"app"`
 	Group   string `json:"group"`
 	Release int    `json:"release,omitempty"`
+	// DryRun names the release a rollback would go to (Release and From
+	// of the answer, 200) without starting it: what a confirmation shows.
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // Deployment states.

@@ -133,7 +133,7 @@ for it). --detach prints the deployment id and returns at once.
 
 func newRollback(env Env) *cobra.Command {
 	var group, release, output string
-	var detach bool
+	var detach, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "rollback APP --to GROUP [--release vN]",
 		Short: "Roll a group back to the last release that was healthy everywhere",
@@ -142,7 +142,8 @@ that was healthy on every host of the group, as a normal health-gated
 rollout (same batches, same exit codes as ferry deploy).
 
 ` + watchNote,
-		Example: `  ferry rollback hello --to prod
+		Example: `  ferry rollback hello --to prod --dry-run
+  ferry rollback hello --to prod
   ferry rollback hello --to prod --release v11
   ferry rollback hello --to prod --detach`,
 		Args: args(cobra.ExactArgs(1)),
@@ -165,14 +166,23 @@ rollout (same batches, same exit codes as ferry deploy).
 			if err != nil {
 				return err
 			}
+			req.DryRun = dryRun
 			d, err := c.Rollback(cmd.Context(), req)
 			if err != nil {
 				return err
+			}
+			if dryRun {
+				if output == "json" {
+					return writeJSON(env.Stdout, d)
+				}
+				fmt.Fprintf(env.Stdout, "would roll %s on %s back from v%d to v%d\n", d.App, d.Group, d.From, d.Release)
+				return nil
 			}
 			return followDeployment(cmd, env, c, d, detach, output, false)
 		},
 	}
 	cmd.Flags().StringVar(&group, "to", "", "the group to roll back (required)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say which release the rollback would go to, and start nothing")
 	cmd.Flags().StringVar(&release, "release", "", "the release to go back to (vN; default: the last healthy on every host)")
 	cmd.Flags().BoolVar(&detach, "detach", false, "print the deployment id and return; the rollout goes on")
 	addOutputFlag(cmd, &output)

@@ -61,8 +61,15 @@ func TestWebUI(t *testing.T) {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
+	// page is what a failure shows; bounded, as OuterHTML waits for a
+	// <main> that a broken page may never have.
 	page := func() string {
-		html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		html, err := chromedp.Run(pctx, chromedp.OuterHTML(chromedp.CSS("body")))
+		if err != nil {
+			return fmt.Sprintf("(no page: %v)", err)
+		}
 		return html
 	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -131,10 +138,16 @@ func TestWebUI(t *testing.T) {
 	until("the matrix changes to v1 without a reload", cellIs("web-1", "v1")+" && "+cellIs("web-2", "v1")+" && window.ferryMark === 2", 60*time.Second)
 
 	// Roll back from the browser: the last release healthy everywhere
-	// before v1 is v2.
+	// before v1 is v2 (which ferry rollback --dry-run says too).
+	if out := must(0, "rollback", "hello", "--to", "prod", "--dry-run").stdout; out != "would roll hello on prod back from v1 to v2\n" {
+		t.Errorf("ferry rollback --dry-run said %q", out)
+	}
 	do("app page", chromedp.Navigate(srv.url+"/apps/hello"), chromedp.WaitVisible(css(`[data-test="rollback-prod"]`)))
-	do("roll back", chromedp.Click(css(`[data-test="rollback-prod"]`)), chromedp.WaitVisible(css(`[data-test="confirm"]`)),
-		chromedp.Click(css(`[data-test="confirm"]`)), chromedp.WaitVisible(css("#deploy-state")))
+	do("roll back", chromedp.Click(css(`[data-test="rollback-prod"]`)), chromedp.WaitVisible(css(`[data-test="confirm"]`)))
+	if q := eval("the question", `document.querySelector("#question").textContent`); !strings.Contains(fmt.Sprint(q), "back from v1 to hello v2 (2.0.0)") {
+		t.Errorf("the rollback confirmation asks %q; want it to name v1 and v2", q)
+	}
+	do("confirm the rollback", chromedp.Click(css(`[data-test="confirm"]`)), chromedp.WaitVisible(css("#deploy-state")))
 	until("the rollback succeeds", `document.querySelector("#deploy-state").textContent === "succeeded"`, 60*time.Second)
 	do("overview", chromedp.Navigate(srv.url+"/"), chromedp.WaitVisible(css("table.matrix")))
 	until("the matrix shows v2 again", cellIs("web-1", "v2")+" && "+cellIs("web-2", "v2"), 30*time.Second)

@@ -137,6 +137,9 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := checkPlan(&rec.Deployment); err != nil {
 		return err
 	}
+	if req.DryRun {
+		return writeJSON(w, http.StatusOK, api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, From: g.Release})
+	}
 	d, err := s.launch(ctx, p, rec, hosts, 0, "rollback to "+label(rel.Number))
 	if err != nil {
 		return err

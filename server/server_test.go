@@ -397,6 +397,13 @@ func TestCanaryPromote(t *testing.T) {
 	var d2 api.Deployment
 	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", Version: "2.0.0", Strategy: "all"}, &d2)
 	ts.waitDeployment(d2.ID, "succeeded", func(d api.Deployment) bool { return d.State == api.DeploySucceeded })
+	// A dry run names the target and starts nothing (the rollback below
+	// is still of d2).
+	var plan api.Deployment
+	ts.must(200, "POST", api.PathRollback, ts.admin, api.RollbackRequest{App: "web", Group: "prod", DryRun: true}, &plan)
+	if plan.Release != 1 || plan.From != d2.Release || plan.ID != "" {
+		t.Fatalf("rollback dry run: %+v; want release 1 from %d, no deployment", plan, d2.Release)
+	}
 	var rb api.Deployment
 	ts.must(201, "POST", api.PathRollback, ts.admin, api.RollbackRequest{App: "web", Group: "prod"}, &rb)
 	if rb.Release != 1 || rb.RollbackOf != d2.ID {

@@ -214,12 +214,29 @@ func (u *UI) rollback(r *http.Request, s *session) (string, string, any, error) 
 	if group == "" {
 		return "", "", nil, ferry.Errorf(ferry.EINVALID, "pick a group")
 	}
+	// The confirmation names the release the server would pick, and the
+	// form asks for exactly that one: a deployment finishing in between
+	// does not change what was confirmed.
+	n, _ := strconv.Atoi(r.PostFormValue("release"))
 	if r.PostFormValue("confirm") != "yes" {
+		plan, err := s.c.Rollback(r.Context(), api.RollbackRequest{App: app, Group: group, DryRun: true})
+		if err != nil {
+			return "", "", nil, err
+		}
+		what, fields, err := u.describe(r, s, app, plan.Release, "")
+		if err != nil {
+			return "", "", nil, err
+		}
+		from := ""
+		if plan.From > 0 {
+			from = fmt.Sprintf(" from v%d", plan.From)
+		}
+		fields["group"] = group
 		return "", "confirm", confirmView{Action: r.URL.Path, Verb: "Roll back", Back: "/apps/" + app,
-			Question: fmt.Sprintf("Roll %s on %s back to the last release that was healthy on every host?", app, group),
-			Fields:   map[string]string{"group": group}}, nil
+			Question: fmt.Sprintf("Roll %s back%s to %s, the last release healthy on every host?", group, from, what),
+			Fields:   fields}, nil
 	}
-	d, err := s.c.Rollback(r.Context(), api.RollbackRequest{App: app, Group: group})
+	d, err := s.c.Rollback(r.Context(), api.RollbackRequest{App: app, Group: group, Release: n})
 	if err != nil {
 		return "", "", nil, err
 	}
