@@ -19,11 +19,11 @@ fuzz:
 	go test -run XXX -fuzz '^FuzzEnvFile$$' -fuzztime $(FUZZTIME) ./agent
 	go test -run XXX -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./server
 
-# 200 agent kills, 20 server kills, 500 soak deploys, and the other fault
+# 200 agent kills, 20 server kills (bolt and etcd), 500 soak deploys, and the other fault
 # scenarios once.
 kills:
 	FERRY_RELIABILITY_KILLS=200 FERRY_RELIABILITY_SERVER_KILLS=20 FERRY_SOAK_DEPLOYS=500 go test -count=1 -v -timeout 90m \
-		-run 'TestKillAgentAtRandomMoments|TestKillServerMidRollout|TestEtcdControlPlane|TestKillApplyAtRandomMoments|TestAgentDiskFull|TestDiskFullDuringUnpack|TestNetworkFaults|TestConcurrentDeploys|TestSoak' ./integration
+		-run 'TestKillAgentAtRandomMoments|TestKillServerMidRollout|TestKillEtcdLeaderMidRollout|TestEtcdControlPlane|TestKillApplyAtRandomMoments|TestAgentDiskFull|TestDiskFullDuringUnpack|TestNetworkFaults|TestConcurrentDeploys|TestSoak' ./integration
 	go test -count=1 -v -run 'TestSecurityMatrix|TestRouteRoles|TestUIAuth|TestLogs' ./server
 
 reliability: kills fuzz

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,14 +13,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/state/etcd/etcdtest"
 )
 
 // TestKillServerMidRollout SIGKILLs the (bolt) server at random moments of
 // a rolling deployment over two hosts and starts it again on the same data
 // and address: it resumes the rollout under the same lock, which ends
 // succeeded with both hosts on the new release and the lock gone
-// (FERRY_RELIABILITY_SERVER_KILLS, default 3). The etcd backend's version,
-// another server taking over, is in TestEtcdControlPlane.
+// (FERRY_RELIABILITY_SERVER_KILLS, default 3). The etcd backend's version
+// is TestKillEtcdLeaderMidRollout.
 func TestKillServerMidRollout(t *testing.T) {
 	goBin := need(t, "go")
 	need(t, "curl")
@@ -81,14 +84,107 @@ func TestKillServerMidRollout(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		var st fleetStatus
-		json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
-		want := st.host("web-1").Apps["hello"].Label
-		if !st.host("web-1").runs("hello", want) || !st.host("web-2").runs("hello", want) {
-			t.Fatalf("kill %d: hosts %s / %s", i, st.host("web-1"), st.host("web-2"))
+		bothOn(t, must, i)
+	}
+}
+
+// TestKillEtcdLeaderMidRollout is TestKillServerMidRollout on the etcd
+// backend: two servers share one etcd, agents and the CLI know both, and
+// the one driving rollouts is SIGKILLed at a random moment of each rolling
+// deployment and started again. The other takes over (the dead leader's
+// etcd session ends after SessionTTL) and the deployment ends succeeded
+// with both hosts on its release and the lock gone
+// (FERRY_RELIABILITY_SERVER_KILLS, default 3).
+func TestKillEtcdLeaderMidRollout(t *testing.T) {
+	goBin := need(t, "go")
+	need(t, "curl")
+	etcdtest.Binary(t)
+	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
+	must := fleetCLI(t)
+	dir := t.TempDir()
+	buildHelloBin(t, goBin, dir)
+	check := `test -e .checked || { sleep 1; touch .checked; }; `
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(fleetYAML(check, ", timeout: 5s")), 0o644)
+	versions := []string{"1.0.0", "2.0.0"}
+	var arts []string
+	for _, v := range versions {
+		p, _ := buildDir(t, dir, v)
+		arts = append(arts, p)
+	}
+	fn := newFleetNet(t, 2)
+	eps := etcdtest.Start(t, 1).Endpoints()
+	state := []string{"--state", "etcd://" + strings.Join(eps, ","), "--etcd-prefix", "/itest/"}
+
+	// The first start on the empty etcd makes the admin token and CA; the
+	// second server gets the same TLS files, secrets key and artifacts.
+	first := startFleetServer(t, fn.serverIP, state...)
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	first.cmd.Wait()
+	u, _ := url.Parse(first.url)
+	second := t.TempDir()
+	for _, f := range []string{"tls", "secrets.key"} {
+		if out, err := exec.Command("cp", "-R", filepath.Join(first.data, f), second).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v: %s", f, err, out)
 		}
-		if r := must(0, "lock", "status", "-o", "json").stdout; strings.Contains(r, `"hello"`) {
-			t.Fatalf("kill %d: the lock is still held: %s", i, r)
+	}
+	os.Symlink(filepath.Join(first.data, "artifacts"), filepath.Join(second, "artifacts"))
+	data := []string{first.data, second}
+	servers := []*etcdServer{
+		startEtcdServer(t, "server-1", data[0], u.Host, eps),
+		startEtcdServer(t, "server-2", data[1], net.JoinHostPort(fn.serverIP, "0"), eps),
+	}
+	addrs := make([]string, 2)
+	for i, s := range servers {
+		su, _ := url.Parse(s.url)
+		addrs[i] = su.Host
+	}
+	both := &fleetServer{url: servers[0].url + "," + servers[1].url, token: first.token, ca: first.ca, data: first.data}
+	joinAgents(t, must, fn, both, "", "")
+	for _, a := range arts {
+		must(0, "publish", a)
+	}
+	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
+
+	for i := 1; i <= kills; i++ {
+		v := versions[i%2]
+		var d struct{ ID string }
+		json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
+		if d.ID == "" {
+			t.Fatalf("kill %d: deploy -o json named no deployment", i)
 		}
+		time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
+		leader := -1
+		for deadline := time.Now().Add(15 * time.Second); leader < 0; time.Sleep(20 * time.Millisecond) {
+			for k, s := range servers {
+				if s.leads() {
+					leader = k
+				}
+			}
+			if leader < 0 && time.Now().After(deadline) {
+				t.Fatalf("kill %d: no server leads", i)
+			}
+		}
+		killed := time.Now()
+		servers[leader].kill(syscall.SIGKILL)
+		servers[leader] = startEtcdServer(t, servers[leader].name, data[leader], addrs[leader], eps)
+		other := servers[1-leader]
+		waitDeployment(t, &fleetServer{url: other.url, token: first.token, data: first.data}, d.ID, 90*time.Second, "succeeded")
+		t.Logf("kill %d: %s killed, the deployment of %s succeeded %s later", i, servers[leader].name, v, time.Since(killed).Round(100*time.Millisecond))
+		bothOn(t, must, i)
+	}
+}
+
+// bothOn fails unless web-1 and web-2 run one release and no deploy lock
+// is held.
+func bothOn(t *testing.T, must func(int, ...string) result, kill int) {
+	t.Helper()
+	var st fleetStatus
+	json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
+	want := st.host("web-1").Apps["hello"].Label
+	if !st.host("web-1").runs("hello", want) || !st.host("web-2").runs("hello", want) {
+		t.Fatalf("kill %d: hosts %s / %s", kill, st.host("web-1"), st.host("web-2"))
+	}
+	if r := must(0, "lock", "status", "-o", "json").stdout; strings.Contains(r, `"hello"`) {
+		t.Fatalf("kill %d: the lock is still held: %s", kill, r)
 	}
 }
