@@ -28,18 +28,7 @@ func TestKillServerMidRollout(t *testing.T) {
 	need(t, "curl")
 	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
 	must := fleetCLI(t)
-	dir := t.TempDir()
-	buildHelloBin(t, goBin, dir)
-	// Each new instance takes a second to pass its first check, so a
-	// rollout over two hosts in batches of one lasts a few seconds.
-	check := `test -e .checked || { sleep 1; touch .checked; }; `
-	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(fleetYAML(check, ", timeout: 5s")), 0o644)
-	var arts []string
-	versions := []string{"1.0.0", "2.0.0"}
-	for _, v := range versions {
-		p, _ := buildDir(t, dir, v)
-		arts = append(arts, p)
-	}
+	versions, arts := killTestApp(t, goBin)
 	fn := newFleetNet(t, 2)
 	srv := startFleetServer(t, fn.serverIP)
 	joinAgents(t, must, fn, srv, "", "")
@@ -52,13 +41,8 @@ func TestKillServerMidRollout(t *testing.T) {
 	defer func() { t.Logf("%d of %d kills came while the deployment ran", mid, kills) }()
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
-		var d struct{ ID string }
-		json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
-		if d.ID == "" {
-			t.Fatalf("kill %d: deploy -o json named no deployment", i)
-		}
-		time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
-		if deploymentState(t, srv, d.ID) == "running" {
+		id := startRollout(t, must, v, i)
+		if deploymentState(t, srv, id) == "running" {
 			mid++
 		}
 		srv.cmd.Process.Signal(syscall.SIGKILL)
@@ -71,7 +55,7 @@ func TestKillServerMidRollout(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { srv.cmd.Process.Kill(); srv.cmd.Wait(); logf.Close() })
-		waitDeployment(t, srv, d.ID, 60*time.Second, "succeeded")
+		waitDeployment(t, srv, id, 60*time.Second, "succeeded")
 		bothOn(t, must, i)
 	}
 }
@@ -89,16 +73,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 	etcdtest.Binary(t)
 	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
 	must := fleetCLI(t)
-	dir := t.TempDir()
-	buildHelloBin(t, goBin, dir)
-	check := `test -e .checked || { sleep 1; touch .checked; }; `
-	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(fleetYAML(check, ", timeout: 5s")), 0o644)
-	versions := []string{"1.0.0", "2.0.0"}
-	var arts []string
-	for _, v := range versions {
-		p, _ := buildDir(t, dir, v)
-		arts = append(arts, p)
-	}
+	versions, arts := killTestApp(t, goBin)
 	fn := newFleetNet(t, 2)
 	eps := etcdtest.Start(t, 1).Endpoints()
 	state := []string{"--state", "etcd://" + strings.Join(eps, ","), "--etcd-prefix", "/itest/"}
@@ -137,12 +112,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 	defer func() { t.Logf("%d of %d kills came while the deployment ran", mid, kills) }()
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
-		var d struct{ ID string }
-		json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
-		if d.ID == "" {
-			t.Fatalf("kill %d: deploy -o json named no deployment", i)
-		}
-		time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
+		id := startRollout(t, must, v, i)
 		leader := -1
 		for deadline := time.Now().Add(15 * time.Second); leader < 0; time.Sleep(20 * time.Millisecond) {
 			for k, s := range servers {
@@ -154,17 +124,46 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 				t.Fatalf("kill %d: no server leads", i)
 			}
 		}
-		if deploymentState(t, &fleetServer{url: servers[leader].url, token: first.token, data: first.data}, d.ID) == "running" {
+		if deploymentState(t, &fleetServer{url: servers[leader].url, token: first.token, data: first.data}, id) == "running" {
 			mid++
 		}
 		killed := time.Now()
 		servers[leader].kill(syscall.SIGKILL)
 		servers[leader] = startEtcdServer(t, servers[leader].name, data[leader], addrs[leader], eps)
 		other := servers[1-leader]
-		waitDeployment(t, &fleetServer{url: other.url, token: first.token, data: first.data}, d.ID, 90*time.Second, "succeeded")
+		waitDeployment(t, &fleetServer{url: other.url, token: first.token, data: first.data}, id, 90*time.Second, "succeeded")
 		t.Logf("kill %d: %s killed, the deployment of %s succeeded %s later", i, servers[leader].name, v, time.Since(killed).Round(100*time.Millisecond))
 		bothOn(t, must, i)
 	}
+}
+
+// killTestApp builds hello 1.0.0 and 2.0.0, whose new instances take a
+// second to pass their first check, so that a rollout over two hosts in
+// batches of one lasts a few seconds.
+func killTestApp(t *testing.T, goBin string) (versions, arts []string) {
+	dir := t.TempDir()
+	buildHelloBin(t, goBin, dir)
+	check := `test -e .checked || { sleep 1; touch .checked; }; `
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte(fleetYAML(check, ", timeout: 5s")), 0o644)
+	versions = []string{"1.0.0", "2.0.0"}
+	for _, v := range versions {
+		p, _ := buildDir(t, dir, v)
+		arts = append(arts, p)
+	}
+	return versions, arts
+}
+
+// startRollout starts a rolling deploy of v in batches of one, detached,
+// and returns its id 0–2 s later: a random moment of the rollout.
+func startRollout(t *testing.T, must func(int, ...string) result, v string, kill int) string {
+	t.Helper()
+	var d struct{ ID string }
+	json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
+	if d.ID == "" {
+		t.Fatalf("kill %d: deploy -o json named no deployment", kill)
+	}
+	time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
+	return d.ID
 }
 
 // deploymentState is what the server says of deployment id ("" when it
