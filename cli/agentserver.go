@@ -58,7 +58,7 @@ func joinServer(ctx context.Context, root, server, token, caSHA256, name string,
 	}
 	anon, err := client.New(server, "", caSHA256)
 	if err != nil {
-		return nil, "", err
+		return nil, "", usageError{fmt.Errorf("--server: %w", err)}
 	}
 	res, err := anon.Join(ctx, api.JoinRequest{Token: token, Name: name})
 	if err != nil {

@@ -227,3 +227,18 @@ func TestTokensAgainstServer(t *testing.T) {
 		t.Errorf("revoked token: %v", err)
 	}
 }
+
+// TestPlainHTTPRefused: a token never goes to a server over http:// unless
+// the server is on this machine's loopback.
+func TestPlainHTTPRefused(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	for _, args := range [][]string{
+		{"login", "http://10.1.2.3:7400", "--token", "fy_x"},
+		{"agent", "--root", t.TempDir(), "--server", "http://deploy.example.com:7400", "--join", "fyj_x"},
+	} {
+		_, stderr, code := runCLIStreams(t, "", args...)
+		if code != 2 || !strings.Contains(stderr, "http:// is allowed only to a loopback address") {
+			t.Errorf("ferry %s: exit %d, %q; want 2 and why", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
