@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAgentDiskFull runs an agent whose root is a 40 MiB tmpfs and deploys
@@ -31,10 +33,11 @@ func TestAgentDiskFull(t *testing.T) {
 	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)
-	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]", 1)
+	y := strings.Replace(fleetYAML("", ", timeout: 5s"), "include: [bin/]", "include: [bin/, data.bin]", 1) + "keep_releases: 2\n"
 	os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(y), 0o644)
 	arts := map[string]string{}
-	for v, size := range map[string]int{"1.0.0": 1 << 20, "2.0.0": 60 << 20, "3.0.0": 1 << 20} {
+	versions := []string{"1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"}
+	for v, size := range map[string]int{"1.0.0": 1 << 20, "2.0.0": 60 << 20, "3.0.0": 1 << 20, "4.0.0": 1 << 20, "5.0.0": 1 << 20} {
 		// 256 KiB of noise, then zeros: the artifact downloads small and
 		// unpacks to size.
 		data := make([]byte, size)
@@ -45,7 +48,7 @@ func TestAgentDiskFull(t *testing.T) {
 	fn := newFleetNet(t, 1)
 	srv := startFleetServer(t, fn.serverIP)
 	joinAgents(t, must, fn, srv, root)
-	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0"} {
+	for _, v := range versions {
 		must(0, "publish", arts[v])
 	}
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
@@ -77,5 +80,28 @@ func TestAgentDiskFull(t *testing.T) {
 	json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
 	if !st.host("web-1").runs("hello", "v3") {
 		t.Fatalf("after a release that fits: %s", st.host("web-1"))
+	}
+	// Retention still works: after two more releases only keep_releases
+	// (2) are left, the current one (5.0.0) and the one before (4.0.0).
+	must(0, "deploy", "hello", "4.0.0", "--to", "prod", "--health-timeout", "30s")
+	prev, _ := os.Readlink(filepath.Join(appDir, "current"))
+	must(0, "deploy", "hello", "5.0.0", "--to", "prod", "--health-timeout", "30s")
+	cur, _ := os.Readlink(filepath.Join(appDir, "current"))
+	want := []string{filepath.Base(prev), filepath.Base(cur)}
+	slices.Sort(want)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var names []string
+		rels, _ := os.ReadDir(filepath.Join(appDir, "releases"))
+		for _, e := range rels {
+			names = append(names, e.Name())
+		}
+		if slices.Equal(names, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("releases after 4.0.0 and 5.0.0 with keep_releases 2: %v, want %v", names, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
