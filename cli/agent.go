@@ -138,8 +138,11 @@ no request is dropped. The desired-state document:
 				}
 			}()
 			if srv != nil {
-				// The server's requests for this host's process logs.
-				go logship.Serve(cmd.Context(), srv, filepath.Join(cfg.Root, agent.AppsDir), cfg.Logger)
+				// Each server's requests for this host's process logs: a
+				// user may ask any of them.
+				for _, one := range srv.Each() {
+					go logship.Serve(cmd.Context(), one, filepath.Join(cfg.Root, agent.AppsDir), cfg.Logger)
+				}
 			}
 			return a.Run(cmd.Context())
 		},

@@ -138,6 +138,17 @@ func loopback(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
+// Each returns a client per server this one knows, sharing its credential
+// and connections: for what any of several servers may ask an agent
+// (a log request lives in the memory of the server a user asked).
+func (c *Client) Each() []*Client {
+	out := make([]*Client, len(c.bases))
+	for i, b := range c.bases {
+		out[i] = &Client{bases: []*url.URL{b}, token: c.token, tr: c.tr, hc: c.hc}
+	}
+	return out
+}
+
 // Server returns the base URL of the server in use, e.g.
 // https://deploy.example.com:7400.
 func (c *Client) Server() string { return c.base().String() }

@@ -135,6 +135,16 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 		t.Logf("kill %d: %s killed, the deployment of %s succeeded %s later", i, servers[leader].name, v, time.Since(killed).Round(100*time.Millisecond))
 		bothOn(t, must, i)
 	}
+	// Either server gets every host's logs: agents long-poll both.
+	for _, s := range servers {
+		must(0, "login", s.url, "--token", first.token, "--ca-sha256", first.ca)
+		r := must(0, "logs", "hello", "-n", "2")
+		for _, want := range []string{"web-1 web.1 | ", "web-2 web.1 | "} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("ferry logs through %s lacks %q:\n%s%s", s.name, want, r.stdout, r.stderr)
+			}
+		}
+	}
 }
 
 // killTestApp builds hello 1.0.0 and 2.0.0, whose new instances take a

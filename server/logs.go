@@ -20,9 +20,11 @@ import (
 const logPickup = 10 * time.Second
 
 // logHub passes log requests from clients to the agents that long-poll
-// this server for them, and the agents' lines back. It lives in memory: an
-// agent answers the server it talks to, so with several servers a request
-// reaches only the agents connected to the one the client asked.
+// this server for them, and the agents' lines back. It lives in memory:
+// with several servers, an agent long-polls each server it was given
+// (--server a,b), so a request to any of them reaches it; an agent given
+// one address (say, a load balancer's) answers only the server behind it
+// that it reached.
 type logHub struct {
 	mu      sync.Mutex
 	pending map[string][]*logSession // host → not yet picked up
