@@ -267,10 +267,11 @@ func (r *appRunner) deploy(want *desired.App) error {
 	dl.printf("deploying %s sha256:%s", want.Artifact, want.SHA256)
 	fctx, fetched := r.fetching.start(ctx, want)
 	defer fetched()
-	// A fetch cancelled because another entry arrived is no failure: the
-	// app goes on as it was and the loop takes up the new entry.
-	superseded := func() bool {
-		if fctx.Err() == nil || ctx.Err() != nil {
+	// A fetch that failed because another entry arrived is no failure:
+	// the app goes on as it was and the loop takes up the new entry. (One
+	// that completed anyway carries on.)
+	superseded := func(err error) bool {
+		if err == nil || fctx.Err() == nil || ctx.Err() != nil {
 			return false
 		}
 		r.state(func(as *AppState) { as.State, as.Label, as.Error = before.State, before.Label, before.Error })
@@ -279,7 +280,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 	}
 
 	path, hit, err := r.a.cache.Get(fctx, want.Artifact, want.SHA256)
-	if superseded() {
+	if superseded(err) {
 		return nil
 	}
 	if err != nil {
@@ -315,7 +316,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 		}
 		err = r.dir.Install(fctx, id, want.SHA256, f, install.Options{Limits: r.a.cfg.Limits, Shared: app.Shared, Src: want.Artifact})
 		f.Close()
-		if superseded() {
+		if superseded(err) {
 			return nil
 		}
 		if err != nil {
