@@ -214,13 +214,15 @@ func (l *linkDelay) read() {
 			}
 			return
 		}
-		for b := buf[:n]; len(b) >= 16; {
-			size := int(binary.NativeEndian.Uint32(b[0:]))
-			if size < 16 || size > len(b) {
-				break
-			}
-			if binary.NativeEndian.Uint16(b[4:]) == nfnlSubsysQueue<<8|nfqnlMsgPacket {
-				if id, ok := packetID(b[16+4 : size]); ok {
+		eachMessage(buf[:n], func(typ uint16, msg []byte) {
+			switch {
+			case typ == unix.NLMSG_ERROR && len(msg) >= 20:
+				// A refused verdict: its packets stay queued.
+				if code := int32(binary.NativeEndian.Uint32(msg[16:])); code != 0 {
+					l.fail(fmt.Errorf("queue: %w", unix.Errno(-code)))
+				}
+			case typ == nfnlSubsysQueue<<8|nfqnlMsgPacket && len(msg) >= 20:
+				if id, ok := packetID(msg[16+4:]); ok {
 					l.mu.Lock()
 					l.held = append(l.held, heldPacket{id, now.Add(l.delay)})
 					l.packets++
@@ -231,8 +233,20 @@ func (l *linkDelay) read() {
 					}
 				}
 			}
-			b = b[(size+3)&^3:]
+		})
+	}
+}
+
+// eachMessage calls f with the type and bytes (header included) of each
+// netlink message in b.
+func eachMessage(b []byte, f func(typ uint16, msg []byte)) {
+	for len(b) >= 16 {
+		size := int(binary.NativeEndian.Uint32(b[0:]))
+		if size < 16 || size > len(b) {
+			return
 		}
+		f(binary.NativeEndian.Uint16(b[4:]), b[:size])
+		b = b[min((size+3)&^3, len(b)):]
 	}
 }
 
@@ -307,7 +321,8 @@ func (l *linkDelay) fail(err error) {
 }
 
 // stop ends the goroutines and lets the held packets go (closing the
-// queue's socket would drop them). The rules are gone by then.
+// queue's socket would drop them): those it noted, and those still unread
+// in the socket. The rules are gone by then, so no more come.
 func (l *linkDelay) stop() {
 	select {
 	case <-l.done:
@@ -316,8 +331,26 @@ func (l *linkDelay) stop() {
 	}
 	close(l.done)
 	l.wg.Wait()
+	last, any := uint32(0), false
 	if n := len(l.held); n > 0 {
-		l.verdict(l.held[n-1].id)
+		last, any = l.held[n-1].id, true
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(l.fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			break
+		}
+		eachMessage(buf[:n], func(typ uint16, msg []byte) {
+			if typ == nfnlSubsysQueue<<8|nfqnlMsgPacket && len(msg) >= 20 {
+				if id, ok := packetID(msg[16+4:]); ok {
+					last, any = id, true
+				}
+			}
+		})
+	}
+	if any {
+		l.verdict(last)
 	}
 	unix.Close(l.fd)
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -38,10 +39,15 @@ func TestKillServerMidRollout(t *testing.T) {
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
 	u, _ := url.Parse(srv.url)
 	mid := 0
-	defer func() { t.Logf("%d of %d kills came while the deployment ran", mid, kills) }()
+	defer func() {
+		t.Logf("%d of %d kills came while the deployment ran", mid, kills)
+		if mid == 0 && !t.Failed() {
+			t.Error("no kill came while a deployment ran")
+		}
+	}()
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
-		id := startRollout(t, must, v, i)
+		id, label := startRollout(t, must, v, i)
 		if deploymentState(t, srv, id) == "running" {
 			mid++
 		}
@@ -56,7 +62,7 @@ func TestKillServerMidRollout(t *testing.T) {
 		}
 		t.Cleanup(func() { srv.cmd.Process.Kill(); srv.cmd.Wait(); logf.Close() })
 		waitDeployment(t, srv, id, 60*time.Second, "succeeded")
-		bothOn(t, must, i)
+		bothOn(t, must, i, label)
 	}
 }
 
@@ -109,10 +115,15 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
 
 	mid := 0
-	defer func() { t.Logf("%d of %d kills came while the deployment ran", mid, kills) }()
+	defer func() {
+		t.Logf("%d of %d kills came while the deployment ran", mid, kills)
+		if mid == 0 && !t.Failed() {
+			t.Error("no kill came while a deployment ran")
+		}
+	}()
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
-		id := startRollout(t, must, v, i)
+		id, label := startRollout(t, must, v, i)
 		leader := -1
 		for deadline := time.Now().Add(15 * time.Second); leader < 0; time.Sleep(20 * time.Millisecond) {
 			for k, s := range servers {
@@ -133,7 +144,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 		other := servers[1-leader]
 		waitDeployment(t, &fleetServer{url: other.url, token: first.token, data: first.data}, id, 90*time.Second, "succeeded")
 		t.Logf("kill %d: %s killed, the deployment of %s succeeded %s later", i, servers[leader].name, v, time.Since(killed).Round(100*time.Millisecond))
-		bothOn(t, must, i)
+		bothOn(t, must, i, label)
 	}
 	// Either server gets every host's logs: agents long-poll both.
 	for _, s := range servers {
@@ -164,16 +175,20 @@ func killTestApp(t *testing.T, goBin string) (versions, arts []string) {
 }
 
 // startRollout starts a rolling deploy of v in batches of one, detached,
-// and returns its id 0–2 s later: a random moment of the rollout.
-func startRollout(t *testing.T, must func(int, ...string) result, v string, kill int) string {
+// and returns 0–1.5 s later (a random moment of the rollout, which lasts
+// about two) its id and the label of its release.
+func startRollout(t *testing.T, must func(int, ...string) result, v string, kill int) (id, label string) {
 	t.Helper()
-	var d struct{ ID string }
+	var d struct {
+		ID      string
+		Release int
+	}
 	json.Unmarshal([]byte(must(0, "deploy", "hello", v, "--to", "prod", "--batch", "1", "--health-timeout", "30s", "--detach", "-o", "json").stdout), &d)
-	if d.ID == "" {
+	if d.ID == "" || d.Release == 0 {
 		t.Fatalf("kill %d: deploy -o json named no deployment", kill)
 	}
-	time.Sleep(time.Duration(rand.N(int64(2 * time.Second))))
-	return d.ID
+	time.Sleep(time.Duration(rand.N(int64(1500 * time.Millisecond))))
+	return d.ID, fmt.Sprintf("v%d", d.Release)
 }
 
 // deploymentState is what the server says of deployment id ("" when it
@@ -192,13 +207,12 @@ func deploymentState(t *testing.T, s *fleetServer, id string) string {
 	return d.State
 }
 
-// bothOn fails unless web-1 and web-2 run one release and no deploy lock
+// bothOn fails unless web-1 and web-2 run release want and no deploy lock
 // is held.
-func bothOn(t *testing.T, must func(int, ...string) result, kill int) {
+func bothOn(t *testing.T, must func(int, ...string) result, kill int, want string) {
 	t.Helper()
 	var st fleetStatus
 	json.Unmarshal([]byte(must(0, "status", "-o", "json").stdout), &st)
-	want := st.host("web-1").Apps["hello"].Label
 	if !st.host("web-1").runs("hello", want) || !st.host("web-2").runs("hello", want) {
 		t.Fatalf("kill %d: hosts %s / %s", kill, st.host("web-1"), st.host("web-2"))
 	}
