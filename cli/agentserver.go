@@ -41,7 +41,11 @@ func joinServer(ctx context.Context, root, server, token, caSHA256, name string,
 		}
 		if server == "" || server == cred.Server {
 			c, err := client.New(cred.Server, cred.Secret, cred.CASHA256)
-			return c, cred.Host, err
+			if err != nil {
+				// e.g. an http:// address stored before ferry refused them.
+				return nil, "", fmt.Errorf("agent: the credential in %s: %w; join again with --server https://HOST:7400 --join TOKEN", path, err)
+			}
+			return c, cred.Host, nil
 		}
 		log.Info("the server changed; joining again", "was", cred.Server, "now", server)
 	} else if !errors.Is(err, fs.ErrNotExist) {

@@ -175,7 +175,11 @@ rollout (same batches, same exit codes as ferry deploy).
 				if output == "json" {
 					return writeJSON(env.Stdout, d)
 				}
-				fmt.Fprintf(env.Stdout, "would roll %s on %s back from v%d to v%d\n", d.App, d.Group, d.From, d.Release)
+				from := ""
+				if d.From > 0 {
+					from = fmt.Sprintf(" from v%d", d.From)
+				}
+				fmt.Fprintf(env.Stdout, "would roll %s on %s back%s to v%d\n", d.App, d.Group, from, d.Release)
 				return nil
 			}
 			return followDeployment(cmd, env, c, d, detach, output, false)
