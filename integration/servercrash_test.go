@@ -38,18 +38,12 @@ func TestKillServerMidRollout(t *testing.T) {
 	}
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
 	u, _ := url.Parse(srv.url)
-	mid := 0
-	defer func() {
-		t.Logf("%d of %d kills came while the deployment ran", mid, kills)
-		if mid == 0 && !t.Failed() {
-			t.Error("no kill came while a deployment ran")
-		}
-	}()
+	mid := countMid(t, kills)
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
 		id, label := startRollout(t, must, v, i)
 		if deploymentState(t, srv, id) == "running" {
-			mid++
+			*mid++
 		}
 		srv.cmd.Process.Signal(syscall.SIGKILL)
 		srv.cmd.Wait()
@@ -114,13 +108,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 	}
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
 
-	mid := 0
-	defer func() {
-		t.Logf("%d of %d kills came while the deployment ran", mid, kills)
-		if mid == 0 && !t.Failed() {
-			t.Error("no kill came while a deployment ran")
-		}
-	}()
+	mid := countMid(t, kills)
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
 		id, label := startRollout(t, must, v, i)
@@ -136,7 +124,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 			}
 		}
 		if deploymentState(t, &fleetServer{url: servers[leader].url, token: first.token, data: first.data}, id) == "running" {
-			mid++
+			*mid++
 		}
 		killed := time.Now()
 		servers[leader].kill(syscall.SIGKILL)
@@ -189,6 +177,19 @@ func startRollout(t *testing.T, must func(int, ...string) result, v string, kill
 	}
 	time.Sleep(time.Duration(rand.N(int64(1500 * time.Millisecond))))
 	return d.ID, fmt.Sprintf("v%d", d.Release)
+}
+
+// countMid counts the kills that come while the deployment runs; at the
+// test's end it says how many did, and fails the test if none did.
+func countMid(t *testing.T, kills int) *int {
+	mid := new(int)
+	t.Cleanup(func() {
+		t.Logf("%d of %d kills came while the deployment ran", *mid, kills)
+		if *mid == 0 && !t.Failed() {
+			t.Error("no kill came while a deployment ran")
+		}
+	})
+	return mid
 }
 
 // deploymentState is what the server says of deployment id ("" when it
