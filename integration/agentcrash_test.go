@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,12 +68,7 @@ func TestKillAgentAtRandomMoments(t *testing.T) {
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			var ds []struct{ State string }
-			req, _ := http.NewRequest("GET", srv.url+"/v1/deployments?app=hello", nil)
-			req.Header.Set("Authorization", "Bearer "+srv.token)
-			if resp, err := hc.Do(req); err == nil {
-				json.NewDecoder(resp.Body).Decode(&ds)
-				resp.Body.Close()
-			}
+			apiGet(hc, srv, "/v1/deployments?app=hello", &ds)
 			running := len(ds) == 0
 			for _, d := range ds {
 				running = running || d.State == "running"

@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,15 +68,10 @@ func TestConcurrentDeploys(t *testing.T) {
 		return out
 	}
 	deployments := func(app string) []api.Deployment {
-		req, _ := http.NewRequest("GET", srv.url+api.PathDeployments+"?app="+app, nil)
-		req.Header.Set("Authorization", "Bearer "+srv.token)
-		resp, err := fleetHTTPClient(t, srv).Do(req)
-		if err != nil {
+		var ds []api.Deployment
+		if err := apiGet(fleetHTTPClient(t, srv), srv, api.PathDeployments+"?app="+app, &ds); err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		var ds []api.Deployment
-		json.NewDecoder(resp.Body).Decode(&ds)
 		return ds
 	}
 	// overlap is the most deployments of ds that ran at one moment.

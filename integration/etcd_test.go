@@ -275,14 +275,9 @@ func waitDeployment(t *testing.T, s *fleetServer, id string, within time.Duratio
 	deadline := time.Now().Add(within)
 	var last string
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequest(http.MethodGet, s.url+"/v1/deployments/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+s.token)
-		resp, err := hc.Do(req)
-		if err == nil {
-			var d struct{ State, Error string }
-			err = json.NewDecoder(resp.Body).Decode(&d)
-			resp.Body.Close()
-			last = fmt.Sprintf("%s %s (%v)", d.State, d.Error, err)
+		var d struct{ State, Error string }
+		if err := apiGet(hc, s, "/v1/deployments/"+id, &d); err == nil {
+			last = fmt.Sprintf("%s %s", d.State, d.Error)
 			switch {
 			case d.State == want:
 				return

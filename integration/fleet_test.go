@@ -561,6 +561,22 @@ func fleetHTTP(t *testing.T, s *fleetServer, token, method, path, body string) i
 	return resp.StatusCode
 }
 
+// apiGet GETs path from s with its admin token and decodes the JSON answer
+// into v, for what the CLI does not show.
+func apiGet(hc *http.Client, s *fleetServer, path string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, s.url+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
 // fleetHTTPClient trusts the server's CA, for requests the CLI cannot make.
 func fleetHTTPClient(t *testing.T, s *fleetServer) *http.Client {
 	t.Helper()

@@ -38,11 +38,12 @@ func TestKillServerMidRollout(t *testing.T) {
 	}
 	must(0, "deploy", "hello", "1.0.0", "--to", "prod", "--health-timeout", "30s")
 	u, _ := url.Parse(srv.url)
+	hc := fleetHTTPClient(t, srv)
 	mid := countMid(t, kills)
 	for i := 1; i <= kills; i++ {
 		v := versions[i%2]
 		id, label := startRollout(t, must, v, i)
-		if deploymentState(t, srv, id) == "running" {
+		if deploymentState(hc, srv, id) == "running" {
 			*mid++
 		}
 		srv.cmd.Process.Signal(syscall.SIGKILL)
@@ -103,6 +104,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 	}
 	both := &fleetServer{url: servers[0].url + "," + servers[1].url, token: first.token, ca: first.ca, data: first.data}
 	joinAgents(t, must, fn, both, "", "")
+	hc := fleetHTTPClient(t, both) // the servers share their CA
 	for _, a := range arts {
 		must(0, "publish", a)
 	}
@@ -123,7 +125,7 @@ func TestKillEtcdLeaderMidRollout(t *testing.T) {
 				t.Fatalf("kill %d: no server leads", i)
 			}
 		}
-		if deploymentState(t, &fleetServer{url: servers[leader].url, token: first.token, data: first.data}, id) == "running" {
+		if deploymentState(hc, &fleetServer{url: servers[leader].url, token: first.token}, id) == "running" {
 			*mid++
 		}
 		killed := time.Now()
@@ -194,17 +196,9 @@ func countMid(t *testing.T, kills int) *int {
 
 // deploymentState is what the server says of deployment id ("" when it
 // does not answer).
-func deploymentState(t *testing.T, s *fleetServer, id string) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", s.url+"/v1/deployments/"+id, nil)
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	resp, err := fleetHTTPClient(t, s).Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
+func deploymentState(hc *http.Client, s *fleetServer, id string) string {
 	var d struct{ State string }
-	json.NewDecoder(resp.Body).Decode(&d)
+	apiGet(hc, s, "/v1/deployments/"+id, &d)
 	return d.State
 }
 
