@@ -40,15 +40,15 @@ type appRunner struct {
 	procs  []*supervise.Instance // touched only by loop (and statuses, under a.mu)
 	owners map[string]*portOwner // by process name; touched only by loop
 
-	fetching superseded
+	fetching fetchGuard
 }
 
-// superseded cancels the download and unpack of a release once a
+// fetchGuard cancels the download and unpack of a release once a
 // different desired entry arrives: over a slow link, the artifact of a
 // rollout the server has since rolled back must not hold up (and then
 // briefly run instead of) the release it wants now. What comes after the
 // unpack — hooks, the switch, the health wait — is not cut short.
-type superseded struct {
+type fetchGuard struct {
 	mu     sync.Mutex
 	latest *desired.App // the newest entry sent
 	want   *desired.App // the entry being fetched; nil when none
@@ -56,7 +56,7 @@ type superseded struct {
 }
 
 // sent notes the newest entry and cancels a fetch it supersedes.
-func (s *superseded) sent(want *desired.App) {
+func (s *fetchGuard) sent(want *desired.App) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.latest = want
@@ -67,7 +67,7 @@ func (s *superseded) sent(want *desired.App) {
 
 // start returns the context of a fetch of want, already cancelled when a
 // different entry was sent since want, and the func that ends the fetch.
-func (s *superseded) start(ctx context.Context, want *desired.App) (context.Context, func()) {
+func (s *fetchGuard) start(ctx context.Context, want *desired.App) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	s.mu.Lock()
 	s.want, s.cancel = want, cancel
