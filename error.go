@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Error kinds. The CLI maps them to exit codes (cli/exit.go) and the API to
+// Error kinds. The CLI maps them to exit codes (internal/cli/exit.go) and the API to
 // HTTP statuses, each in one place.
 const (
 	EINVALID     = "invalid"      // bad input: the message says what to fix

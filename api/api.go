@@ -12,9 +12,9 @@ package api
 import (
 	"time"
 
-	"github.com/ferrydeploy/ferry/agent"
-	"github.com/ferrydeploy/ferry/desired"
-	"github.com/ferrydeploy/ferry/signature"
+	"github.com/ferrydeploy/ferry/internal/agent"
+	"github.com/ferrydeploy/ferry/internal/desired"
+	"github.com/ferrydeploy/ferry/internal/signature"
 )
 
 // Paths. {sha256}, {app}, {id}, {group} are path values.

@@ -3,7 +3,7 @@ package api
 import (
 	"time"
 
-	"github.com/ferrydeploy/ferry/desired"
+	"github.com/ferrydeploy/ferry/internal/desired"
 )
 
 // Config paths.

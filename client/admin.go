@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/signature"
+	"github.com/ferrydeploy/ferry/internal/signature"
 )
 
 // Status returns hosts × apps as the agents last reported; app "" is all.

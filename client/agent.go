@@ -7,8 +7,8 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/desired"
-	"github.com/ferrydeploy/ferry/fetch"
+	"github.com/ferrydeploy/ferry/internal/desired"
+	"github.com/ferrydeploy/ferry/internal/fetch"
 )
 
 // Join registers a host with a join token (in req, not the client's

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // UploadArtifact publishes the artifact file at path. It hashes the file,

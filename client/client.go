@@ -28,7 +28,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/tlsca"
+	"github.com/ferrydeploy/ferry/internal/tlsca"
 )
 
 // callTimeout bounds a request that does not block by design, so a hung

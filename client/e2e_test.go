@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry"
-	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/artifact"
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/client/clienttest"
-	"github.com/ferrydeploy/ferry/fetch"
+	"github.com/ferrydeploy/ferry/internal/agent"
+	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/fetch"
 )
 
 func code(err error) string { return ferry.ErrorCode(err) }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydeploy/ferry/supervise"
+	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 )
 
 // TestKillAgentAtRandomMoments SIGKILLs the agent at random moments while

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // TestKillApplyAtRandomMoments SIGKILLs `ferry apply` (release strategy) at

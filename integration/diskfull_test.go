@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // TestDiskFullDuringUnpack applies into a 4 MiB tmpfs: an artifact that

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydeploy/ferry/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
 )
 
 // etcdServer is a `ferry server --state etcd://…` process; such a server

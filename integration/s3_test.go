@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/ferrydeploy/ferry/store/blob/blobtest"
+	"github.com/ferrydeploy/ferry/internal/store/blob/blobtest"
 )
 
 // bucketLog records the signed GETs that reach the S3 server, by object.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferrydeploy/ferry/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
 )
 
 // TestKillServerMidRollout SIGKILLs the (bolt) server at random moments of

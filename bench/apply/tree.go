@@ -17,7 +17,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // Spec says what artifact tree to generate. The same Spec always gives the

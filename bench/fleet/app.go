@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ferrydeploy/ferry/artifact"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // appName and group are what the bench deploys, and where.

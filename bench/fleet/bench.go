@@ -16,12 +16,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/fetch"
-	"github.com/ferrydeploy/ferry/server"
-	"github.com/ferrydeploy/ferry/store/blob"
+	"github.com/ferrydeploy/ferry/internal/agent"
+	"github.com/ferrydeploy/ferry/internal/fetch"
+	"github.com/ferrydeploy/ferry/internal/server"
+	"github.com/ferrydeploy/ferry/internal/store/blob"
 )
 
 // Bench is one run: a server and N agents in this process.
@@ -303,7 +303,7 @@ feed:
 }
 
 // startAgents runs every agent, wired to the server as `ferry agent
-// --server` wires itself (cli/agentserver.go's serverMode).
+// --server` wires itself (internal/cli/agentserver.go's serverMode).
 func (b *Bench) startAgents(ctx context.Context) error {
 	self, _ := os.Executable()
 	for _, m := range b.members {

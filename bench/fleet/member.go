@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ferrydeploy/ferry/agent"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/desired"
-	"github.com/ferrydeploy/ferry/fetch"
+	"github.com/ferrydeploy/ferry/internal/agent"
+	"github.com/ferrydeploy/ferry/internal/desired"
+	"github.com/ferrydeploy/ferry/internal/fetch"
 )
 
 // member is one agent of the fleet with what the bench records about it:

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferrydeploy/ferry/fsutil"
+	"github.com/ferrydeploy/ferry/internal/fsutil"
 )
 
 // artifactRef is one built version of the app.

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ferrydeploy/ferry/fsutil"
+	"github.com/ferrydeploy/ferry/internal/fsutil"
 )
 
 // config is every flag.

@@ -13,9 +13,9 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/artifact"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/server"
+	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/server"
 )
 
 // StartServer runs a server with its own data dir on a free loopback port

@@ -7,7 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ferrydeploy/ferry/cli"
+	"github.com/ferrydeploy/ferry/internal/cli"
 )
 
 func main() {

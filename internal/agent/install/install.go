@@ -1,0 +1,382 @@
+// Package install keeps the releases of one app on a host:
+//
+//	releases/<id>/   unpacked artifact, read-only, complete once named so
+//	current          symlink to the running release, flipped by rename(2)
+//	previous         symlink to the release current named before
+//	shared/          directories linked into every release
+//	.ferry/          lock and one record per release
+//
+// A release directory gets its final name only after its archive was
+// verified, fully unpacked, synced and recorded, so `current` can only ever
+// name a complete release, whatever moment a crash happens at.
+package install
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/fsutil"
+)
+
+// Names inside an app's directory.
+const (
+	CurrentLink  = "current"
+	PreviousLink = "previous"
+	ReleasesDir  = "releases"
+	SharedDir    = "shared"
+	stateDir     = ".ferry"
+	stagePrefix  = ".tmp-"
+)
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// Dir is the directory holding one app's releases.
+type Dir struct {
+	Path string
+}
+
+// Release is the record of one installed release.
+type Release struct {
+	ID        string    `json:"id"`
+	SHA256    string    `json:"sha256"`
+	Src       string    `json:"src,omitempty"`
+	Installed time.Time `json:"installed"`
+}
+
+func (d Dir) releasePath(id string) string { return filepath.Join(d.Path, ReleasesDir, id) }
+func (d Dir) recordPath(id string) string {
+	return filepath.Join(d.Path, stateDir, "releases", id+".json")
+}
+
+// ReleasePath is where release id is unpacked.
+func (d Dir) ReleasePath(id string) string { return d.releasePath(id) }
+
+// Lock takes the app directory's exclusive lock without waiting; an error
+// of kind ferry.ELOCKED says who holds it.
+func (d Dir) Lock() (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Join(d.Path, stateDir), 0o755); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	unlock, err = LockFile(filepath.Join(d.Path, stateDir, "lock"))
+	if err != nil {
+		return nil, err
+	}
+	// Whoever holds the lock is the only installer: staging directories
+	// found now are an interrupted install's, even when this apply turns
+	// out to have nothing to install.
+	d.cleanStale()
+	return unlock, nil
+}
+
+// LockFile takes an exclusive flock on path, writing our pid into it.
+func LockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 64))
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ferry.Errorf(ferry.ELOCKED, "%s is locked by another ferry (pid %s); wait for it to finish", path, strings.TrimSpace(string(b)))
+		}
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(fmt.Sprintf("%d\n", os.Getpid())), 0)
+	return func() { f.Close() }, nil
+}
+
+// Current returns the id of the release `current` names, or "" when none.
+func (d Dir) Current() (string, error) { return d.link(CurrentLink) }
+
+// Previous returns the id of the release `previous` names, or "".
+func (d Dir) Previous() (string, error) { return d.link(PreviousLink) }
+
+func (d Dir) link(name string) (string, error) {
+	t, err := os.Readlink(filepath.Join(d.Path, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("install: %w", err)
+	}
+	return filepath.Base(t), nil
+}
+
+// Releases lists installed releases, oldest first. A directory without a
+// record (not made by ferry) is listed with its mtime.
+func (d Dir) Releases() ([]Release, error) {
+	ents, err := os.ReadDir(filepath.Join(d.Path, ReleasesDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	var out []Release
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		r, err := d.Record(e.Name())
+		if err != nil {
+			fi, ierr := e.Info()
+			if ierr != nil {
+				continue
+			}
+			r = Release{ID: e.Name(), Installed: fi.ModTime()}
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Installed.Equal(out[j].Installed) {
+			return out[i].Installed.Before(out[j].Installed)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Record reads the record of release id.
+func (d Dir) Record(id string) (Release, error) {
+	var r Release
+	b, err := os.ReadFile(d.recordPath(id))
+	if err != nil {
+		return r, err
+	}
+	err = json.Unmarshal(b, &r)
+	return r, err
+}
+
+// Find returns the id of an installed release of the artifact with this
+// sha256, or "".
+func (d Dir) Find(sha256 string) string {
+	rs, _ := d.Releases()
+	for i := len(rs) - 1; i >= 0; i-- {
+		if rs[i].SHA256 == sha256 && sha256 != "" {
+			if _, err := os.Stat(d.releasePath(rs[i].ID)); err == nil {
+				return rs[i].ID
+			}
+		}
+	}
+	return ""
+}
+
+// NextID names a new release v<N>-<first 8 of sha256>, N one more than the
+// highest installed.
+func (d Dir) NextID(sha256 string) string {
+	rs, _ := d.Releases()
+	n := 0
+	for _, r := range rs {
+		var k int
+		if _, err := fmt.Sscanf(r.ID, "v%d-", &k); err == nil && k > n {
+			n = k
+		}
+	}
+	short := sha256
+	if len(short) > 8 {
+		short = short[:8]
+	}
+	return fmt.Sprintf("v%d-%s", n+1, short)
+}
+
+// Options for Install.
+type Options struct {
+	Limits artifact.Limits
+	Shared []string // directories to link from shared/
+	Src    string   // recorded for status
+}
+
+// Install unpacks the artifact read from archive as release id. It does not
+// touch `current`: Activate does. The caller holds the lock. On any error
+// nothing under the release's final name exists.
+//
+// archive is read to its end before the release is named, and an error from
+// any Read, the last one included, fails the install: a reader that
+// verifies a digest as it streams can refuse the bytes at EOF (see
+// fetch.Registry.Stream), and nothing is then left behind.
+//
+// Files unchanged from the current release (same path, size, mode, mtime
+// and bytes) are hard-linked from it instead of written; releases are
+// read-only and never modified in place, so sharing inodes is safe.
+func (d Dir) Install(ctx context.Context, id, sha256 string, archive io.Reader, opt Options) error {
+	_, err := d.InstallStats(ctx, id, sha256, archive, opt)
+	return err
+}
+
+// InstallStats is Install, also saying what the unpack wrote and linked.
+func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Reader, opt Options) (st artifact.Stats, err error) {
+	if !idRe.MatchString(id) {
+		return st, ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
+	}
+	final := d.releasePath(id)
+	if _, err := os.Lstat(final); err == nil {
+		return st, ferry.Errorf(ferry.EINVALID, "release %s is already installed in %s", id, final)
+	}
+	rel := filepath.Join(d.Path, ReleasesDir)
+	if err := os.MkdirAll(rel, 0o755); err != nil {
+		return st, fmt.Errorf("install: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(d.Path, stateDir, "releases"), 0o755); err != nil {
+		return st, fmt.Errorf("install: %w", err)
+	}
+	d.cleanStale()
+	stage, err := os.MkdirTemp(rel, stagePrefix+id+"-")
+	if err != nil {
+		return st, fmt.Errorf("install: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			removeAll(stage)
+		}
+	}()
+	uo := artifact.UnpackOptions{Limits: opt.Limits, ReadOnly: true}
+	if cur, _ := d.Current(); cur != "" {
+		if fi, err := os.Lstat(d.releasePath(cur)); err == nil && fi.IsDir() {
+			uo.Reuse = d.releasePath(cur)
+		}
+	}
+	if st, err = artifact.UnpackWith(ctx, archive, stage, uo); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	// The tar stream ends before the compressed stream and the archive do.
+	if _, err := io.Copy(io.Discard, archive); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	if err := d.linkShared(stage, opt.Shared); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	if err := lockDirs(stage); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	if err := syncFS(stage); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	rec, _ := json.Marshal(Release{ID: id, SHA256: sha256, Src: opt.Src, Installed: time.Now().UTC()})
+	if err := fsutil.WriteFile(d.recordPath(id), rec, 0o644); err != nil {
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	if err := os.Rename(stage, final); err != nil {
+		os.Remove(d.recordPath(id))
+		return st, fmt.Errorf("install %s: %w", id, err)
+	}
+	return st, fsutil.SyncDir(rel)
+}
+
+// Remove deletes release id, which must be neither current nor previous.
+func (d Dir) Remove(id string) error {
+	cur, _ := d.Current()
+	prev, _ := d.Previous()
+	switch id {
+	case cur:
+		return fmt.Errorf("install: %s is current; not removing it", id)
+	case prev:
+		return fmt.Errorf("install: %s is previous; not removing it", id)
+	}
+	if err := removeAll(d.releasePath(id)); err != nil {
+		return err
+	}
+	os.Remove(d.recordPath(id))
+	return nil
+}
+
+// cleanStale removes staging directories left by an interrupted install.
+func (d Dir) cleanStale() {
+	ents, _ := os.ReadDir(filepath.Join(d.Path, ReleasesDir))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), stagePrefix) {
+			removeAll(filepath.Join(d.Path, ReleasesDir, e.Name()))
+		}
+	}
+}
+
+// linkShared replaces each shared directory in the release with a symlink
+// to shared/<dir>, creating the latter.
+func (d Dir) linkShared(release string, dirs []string) error {
+	for _, s := range dirs {
+		s = filepath.Clean(strings.TrimSuffix(s, "/"))
+		if filepath.IsAbs(s) || s == "." || s == ".." || strings.HasPrefix(s, "../") {
+			return ferry.Errorf(ferry.EINVALID, "shared: %q must be a directory inside the release", s)
+		}
+		target := filepath.Join(d.Path, SharedDir, s)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		link := filepath.Join(release, s)
+		if err := os.RemoveAll(link); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			return err
+		}
+		// Relative to where the release will live, not the staging dir.
+		depth := strings.Count(s, "/") + 2
+		rel := strings.Repeat("../", depth) + filepath.Join(SharedDir, s)
+		if err := os.Symlink(rel, link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockDirs drops the write bits of every directory in dir, deepest first;
+// Unpack already created the files read-only.
+func lockDirs(dir string) error {
+	var dirs []string
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Chmod(dirs[i], 0o555); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeAll removes a read-only tree, restoring write bits on directories
+// first so it works for non-root users too.
+func removeAll(dir string) error {
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+// syncFS flushes the filesystem holding dir once, cheaper than an fsync
+// per file, so a power loss cannot leave a named release with empty files.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}

@@ -1,0 +1,179 @@
+// Package desired reads the desired state of one host: which apps it should
+// run, from which artifact, with which environment and scale. Parse is
+// strict, so a typo is an error that names the app and field rather than a
+// silently ignored key; Watch follows the document in a file or at a URL and
+// hands each new version to the agent.
+package desired
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/safeyaml"
+	"github.com/ferrydeploy/ferry/internal/signature"
+)
+
+// Masked stands for a config value wherever one is shown outside the host.
+const Masked = "••••"
+
+// Doc is the desired state of one host. An app absent from Apps should not
+// run there; an empty Doc means run nothing.
+type Doc struct {
+	Apps map[string]App `json:"apps"`
+}
+
+// App is one app the host should run.
+type App struct {
+	Artifact string `json:"artifact"` // URL or plain path; the caller's fetch.Registry decides which schemes work
+	SHA256   string `json:"sha256"`   // 64 lowercase hex digits
+	Release  string `json:"release,omitempty"`
+	Group    string `json:"group,omitempty"` // the group it was deployed to, as FERRY_GROUP
+	// ConfigRev and Signatures come from the server's release record, for
+	// an agent that runs only signed releases (signature.ReleaseMessage).
+	ConfigRev  int                   `json:"config_rev,omitempty"`
+	Signatures []signature.Signature `json:"signatures,omitempty"`
+	Env        map[string]string     `json:"env,omitempty"`
+	Scale      map[string]int        `json:"scale,omitempty"`
+}
+
+// Equal reports whether a and o ask for the same thing. A nil map equals an
+// empty one, since both mean "nothing set".
+func (a App) Equal(o App) bool {
+	return a.Artifact == o.Artifact && a.SHA256 == o.SHA256 && a.Release == o.Release && a.Group == o.Group &&
+		a.ConfigRev == o.ConfigRev && slices.Equal(a.Signatures, o.Signatures) &&
+		maps.Equal(a.Env, o.Env) && maps.Equal(a.Scale, o.Scale)
+}
+
+// Equal reports whether d and o list the same apps with equal settings. A
+// nil Doc equals an empty one.
+func (d *Doc) Equal(o *Doc) bool {
+	var a, b map[string]App
+	if d != nil {
+		a = d.Apps
+	}
+	if o != nil {
+		b = o.Apps
+	}
+	return maps.EqualFunc(a, b, App.Equal)
+}
+
+var (
+	// The same rule as spec's, so every app a ferry.yaml can name fits here.
+	appNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	procNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+	sha256Re   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// docYAML and appYAML are what the bytes decode into before checking: the
+// leaf types keep scalars as written and reject what App would silently
+// convert (a scale of 1.5, an env value that is a list).
+type docYAML struct {
+	Apps map[string]appYAML `yaml:"apps"`
+}
+
+type appYAML struct {
+	Artifact text             `yaml:"artifact"`
+	SHA256   text             `yaml:"sha256"`
+	Release  text             `yaml:"release"`
+	Group    text             `yaml:"group"`
+	Env      map[string]text  `yaml:"env"`
+	Scale    map[string]count `yaml:"scale"`
+	// ConfigRev and Signatures, for an agent with trusted keys.
+	ConfigRev  count `yaml:"config_rev"`
+	Signatures []struct {
+		Key text `yaml:"key"`
+		Sig text `yaml:"sig"`
+	} `yaml:"signatures"`
+}
+
+// Parse reads a desired-state document, YAML or JSON. Unknown fields are
+// errors. An empty document and `apps: {}` are valid and mean "run
+// nothing". Errors are ferry.EINVALID and list every problem found, each
+// starting with the path of the field to fix, as in "apps.web.sha256: …".
+func Parse(b []byte) (*Doc, error) {
+	if err := checkSyntax(b); err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, err, "desired state")
+	}
+	var y docYAML
+	if err := safeyaml.Unmarshal(b, &y, yaml.Strict()); err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, explain(b, err), "desired state")
+	}
+	d := &Doc{Apps: make(map[string]App, len(y.Apps))}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(y.Apps)) {
+		app, err := checkApp(name, y.Apps[name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.Apps[name] = app
+	}
+	if len(errs) > 0 {
+		return nil, ferry.WrapError(ferry.EINVALID, errors.Join(errs...), "desired state")
+	}
+	return d, nil
+}
+
+// checkApp turns what was decoded into an App, saying what to fix.
+func checkApp(name string, y appYAML) (App, error) {
+	p := "apps." + name
+	a := App{
+		Artifact: string(y.Artifact),
+		SHA256:   strings.ToLower(string(y.SHA256)),
+		Release:  string(y.Release),
+		Group:    string(y.Group),
+	}
+	a.ConfigRev = int(y.ConfigRev)
+	for _, sg := range y.Signatures {
+		a.Signatures = append(a.Signatures, signature.Signature{Key: string(sg.Key), Sig: string(sg.Sig)})
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !appNameRe.MatchString(name) {
+		bad("%s: %q is not a valid app name: use lowercase letters, digits, - and _, starting with a letter or digit, at most 63", p, name)
+	}
+	if a.Artifact == "" {
+		bad("%s.artifact: missing; set the artifact's URL or path (file://…, https://…)", p)
+	} else if _, err := url.Parse(a.Artifact); err != nil {
+		bad("%s.artifact: not a valid URL: %v", p, errors.Unwrap(err))
+	}
+	switch {
+	case a.SHA256 == "":
+		bad("%s.sha256: missing; set the artifact's sha256 (64 hex digits, as `ferry build` and sha256sum print it)", p)
+	case len(a.SHA256) == 64 && !sha256Re.MatchString(a.SHA256):
+		bad("%s.sha256: %q has a character that is not a hex digit (0-9, a-f)", p, a.SHA256)
+	case !sha256Re.MatchString(a.SHA256):
+		bad("%s.sha256: %q is not a sha256: want 64 hex digits, got %d characters", p, a.SHA256, len(a.SHA256))
+	}
+	if len(y.Env) > 0 {
+		a.Env = make(map[string]string, len(y.Env))
+	}
+	for _, k := range slices.Sorted(maps.Keys(y.Env)) {
+		if !ferry.IsEnvName(k) {
+			bad("%s.env: %q is not a valid variable name: use letters, digits and _, not starting with a digit", p, k)
+		}
+		a.Env[k] = string(y.Env[k])
+	}
+	if len(y.Scale) > 0 {
+		a.Scale = make(map[string]int, len(y.Scale))
+	}
+	for _, k := range slices.Sorted(maps.Keys(y.Scale)) {
+		n := int(y.Scale[k])
+		switch {
+		case !procNameRe.MatchString(k):
+			bad("%s.scale: %q is not a valid process name: use letters, digits, - and _, starting with a letter or digit", p, k)
+		case n < 0:
+			bad("%s.scale.%s: %d is negative; use 0 to run no instances", p, k, n)
+		}
+		a.Scale[k] = n
+	}
+	return a, errors.Join(errs...)
+}

@@ -1,0 +1,327 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/agent"
+	"github.com/ferrydeploy/ferry/internal/desired"
+	"github.com/ferrydeploy/ferry/internal/state"
+)
+
+// nameRe is what host and group names may be.
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// hostRecord is a host that joined.
+type hostRecord struct {
+	Name    string    `json:"name"`
+	Groups  []string  `json:"groups"`
+	TokenID string    `json:"token_id"`
+	Joined  time.Time `json:"joined"`
+}
+
+// reportRecord is a host's last report.
+type reportRecord struct {
+	State    agent.State `json:"state"`
+	LastSeen time.Time   `json:"last_seen"`
+	From     string      `json:"from"`
+}
+
+// hostDesired is what the server wants on one host: per app, a release.
+// One key per host, so its mod revision is the index of the host's
+// blocking queries.
+type hostDesired struct {
+	Apps map[string]desiredEntry `json:"apps"`
+}
+
+type desiredEntry struct {
+	Release int    `json:"release"`
+	SHA256  string `json:"sha256"`
+	Group   string `json:"group,omitempty"` // whose config the release runs with
+}
+
+func (d hostDesired) names(sum string) bool {
+	for _, e := range d.Apps {
+		if e.SHA256 == sum {
+			return true
+		}
+	}
+	return false
+}
+
+func label(n int) string { return fmt.Sprintf("v%d", n) }
+
+func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, error) {
+	var d hostDesired
+	_, err := s.lookup(ctx, prefixDesired+host, &d)
+	return d, err
+}
+
+// set sets (e.Release > 0) or removes app in d; it reports whether that
+// changed anything.
+func (d *hostDesired) set(app string, e desiredEntry) bool {
+	cur, ok := d.Apps[app]
+	if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
+		return false
+	}
+	if d.Apps == nil {
+		d.Apps = map[string]desiredEntry{}
+	}
+	if e.Release == 0 {
+		delete(d.Apps, app)
+	} else {
+		d.Apps[app] = e
+	}
+	return true
+}
+
+// setDesired sets (e.Release > 0) or removes app on host's desired state;
+// it reports whether that changed anything.
+func (s *Server) setDesired(ctx context.Context, host, app string, e desiredEntry) (bool, error) {
+	changed := false
+	_, err := update(ctx, s.st, prefixDesired+host, func(d *hostDesired, _ bool) error {
+		if !d.set(app, e) {
+			return errSkip
+		}
+		changed = true
+		return nil
+	})
+	return changed, err
+}
+
+// setDesiredMany is setDesired on many hosts, state.MaxSwaps of them per
+// transaction: a rollout's batch of a thousand hosts costs ten commits,
+// not a thousand, and each chunk changes all of its hosts or none.
+func (s *Server) setDesiredMany(ctx context.Context, hosts []string, app string, e desiredEntry) error {
+	for chunk := range slices.Chunk(hosts, state.MaxSwaps) {
+		for {
+			swaps := make([]state.Swap, 0, len(chunk))
+			for _, h := range chunk {
+				var d hostDesired
+				rev, err := s.getJSON(ctx, prefixDesired+h, &d)
+				if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
+					return err
+				}
+				if !d.set(app, e) {
+					continue
+				}
+				b, err := json.Marshal(d)
+				if err != nil {
+					return err
+				}
+				swaps = append(swaps, state.Swap{Key: prefixDesired + h, Rev: rev, Value: b})
+			}
+			if len(swaps) == 0 {
+				break
+			}
+			_, ok, err := s.st.CompareAndSwapMany(ctx, swaps)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			// A host's desired state changed meanwhile (a join, another
+			// app's rollout): read the chunk again.
+		}
+	}
+	return nil
+}
+
+// doc renders a host's desired state for its agent: each release with the
+// config it was made with, as its group sees it, secrets opened. Only this
+// host's agent asks for it, over TLS.
+func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
+	doc := desired.Doc{Apps: map[string]desired.App{}}
+	for app, e := range d.Apps {
+		a := desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release), Group: e.Group}
+		var rel api.Release
+		if _, err := s.getJSON(ctx, releaseKey(app, e.Release), &rel); err != nil {
+			return doc, err
+		}
+		env, err := s.envFor(ctx, app, rel.ConfigRev, e.Group)
+		if err != nil {
+			return doc, err
+		}
+		a.Env, a.ConfigRev, a.Signatures = env, rel.ConfigRev, rel.Signatures
+		doc.Apps[app] = a
+	}
+	return doc, nil
+}
+
+// join registers a host with a join token and answers its credential. A
+// host joining again under the same name gets a new credential; the old
+// one stops working.
+func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	ctx := r.Context()
+	var req api.JoinRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if !nameRe.MatchString(req.Name) {
+		return ferry.Errorf(ferry.EINVALID, "name %q: a host name of letters, digits, ., - and _", req.Name)
+	}
+	jt, err := s.checkToken(ctx, req.Token)
+	if err != nil {
+		return err
+	}
+	if jt.Role != roleJoin {
+		return ferry.Errorf(ferry.EUNAUTH, "not a join token: make one with ferry agent join-token --group G")
+	}
+	var old hostRecord
+	if _, err := s.lookup(ctx, prefixHosts+req.Name, &old); err != nil {
+		return err
+	}
+	cred, err := s.newToken(ctx, api.Token{Name: "host:" + req.Name, Role: api.RoleAgent, Host: req.Name, Groups: jt.Groups})
+	if err != nil {
+		return err
+	}
+	h := hostRecord{Name: req.Name, Groups: jt.Groups, TokenID: cred.ID, Joined: time.Now().UTC()}
+	if err := s.putJSON(ctx, prefixHosts+h.Name, h); err != nil {
+		return err
+	}
+	if old.TokenID != "" {
+		if err := s.st.Delete(ctx, prefixTokens+old.TokenID); err != nil {
+			return err
+		}
+	}
+	if err := s.converge(ctx, h); err != nil {
+		return err
+	}
+	p := &principal{Token: jt.Token}
+	s.auditReq(r, p, api.AuditEvent{Action: "host.join", Target: "host/" + h.Name, Detail: "groups " + strings.Join(h.Groups, ",")})
+	return writeJSON(w, http.StatusOK, api.JoinResponse{Host: h.Name, Groups: h.Groups, Secret: cred.Secret})
+}
+
+// converge gives a host its groups' current releases, so a host that
+// joins a group later runs what the group runs.
+func (s *Server) converge(ctx context.Context, h hostRecord) error {
+	kvs, _, err := s.st.List(ctx, prefixGroup)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		app, group, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefixGroup), "/")
+		if !slices.Contains(h.Groups, group) {
+			continue
+		}
+		var g groupRelease
+		if err := json.Unmarshal(kv.Value, &g); err != nil {
+			return fmt.Errorf("state: %s: %w", kv.Key, err)
+		}
+		if _, err := s.setDesired(ctx, h.Name, app, desiredEntry{Release: g.Release, SHA256: g.SHA256, Group: group}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupHosts lists the hosts of group by name.
+func (s *Server) groupHosts(ctx context.Context, group string) ([]hostRecord, error) {
+	hosts, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
+	if err != nil {
+		return nil, err
+	}
+	hosts = slices.DeleteFunc(hosts, func(h hostRecord) bool { return !slices.Contains(h.Groups, group) })
+	slices.SortFunc(hosts, func(a, b hostRecord) int { return strings.Compare(a.Name, b.Name) })
+	return hosts, nil
+}
+
+// desired answers an agent's blocking query for its desired state.
+func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) error {
+	index, wait, err := blockingParams(r, 5*time.Minute, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	val, idx, synced := s.desiredMirror.wait(ctx, prefixDesired+p.Host, index, wait)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !synced {
+		// The mirror lost its watch (the store is failing over): ask the
+		// store itself, which says what is wrong if it cannot answer.
+		if val, idx, err = s.waitKey(ctx, prefixDesired+p.Host, index, wait); err != nil {
+			return err
+		}
+	}
+	var d hostDesired
+	if val != nil {
+		if err := json.Unmarshal(val, &d); err != nil {
+			return fmt.Errorf("state: desired %s: %w", p.Host, err)
+		}
+	}
+	doc, err := s.doc(ctx, d)
+	if err != nil {
+		return err
+	}
+	w.Header().Set(api.IndexHeader, fmt.Sprint(idx))
+	return writeJSON(w, http.StatusOK, api.Desired{Index: uint64(idx), Doc: doc})
+}
+
+// report stores what an agent says about its host.
+func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var rep api.Report
+	if err := decode(r, &rep); err != nil {
+		return err
+	}
+	rep.State.Host = p.Host
+	if rep.State.Apps == nil {
+		rep.State.Apps = map[string]*agent.AppState{}
+	}
+	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
+	s.heard.Store(p.Host, rec.LastSeen)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-s.reportW.put(p.Host, b):
+		if err != nil {
+			return err
+		}
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// reports returns every host's last report by host name.
+func (s *Server) reports(ctx context.Context) (map[string]reportRecord, int64, error) {
+	kvs, rev, err := s.st.List(ctx, prefixReports)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]reportRecord, len(kvs))
+	for _, kv := range kvs {
+		var rr reportRecord
+		if err := json.Unmarshal(kv.Value, &rr); err != nil {
+			return nil, 0, fmt.Errorf("state: %s: %w", kv.Key, err)
+		}
+		out[strings.TrimPrefix(kv.Key, prefixReports)] = rr
+	}
+	return out, rev, nil
+}
+
+// lastSeen is when host last reported, or joined if it never did: the
+// stored report's time, or a later report this server received that is
+// not stored yet (its store is slow; the host is not).
+func (s *Server) lastSeen(h hostRecord, reps map[string]reportRecord) time.Time {
+	seen := h.Joined
+	if rr, ok := reps[h.Name]; ok && rr.LastSeen.After(seen) {
+		seen = rr.LastSeen
+	}
+	if v, ok := s.heard.Load(h.Name); ok && v.(time.Time).After(seen) {
+		seen = v.(time.Time)
+	}
+	return seen
+}

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/store"
+)
+
+var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// upload streams the body into the store while hashing it; a digest that
+// does not match X-Ferry-SHA256 fails the store's Put, which leaves
+// nothing behind. The app comes first in X-Ferry-App, so a credential
+// scoped to other apps is refused before any byte is sent, and the bytes
+// go straight to their key, artifacts/<app>/<sha256>.tar.zst.
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	sum := strings.ToLower(r.Header.Get(api.SHA256Header))
+	if !sha256Re.MatchString(sum) {
+		return ferry.Errorf(ferry.EINVALID, "%s: want the artifact's sha256, 64 hex digits", api.SHA256Header)
+	}
+	app := r.Header.Get(api.AppHeader)
+	if !nameRe.MatchString(app) {
+		return ferry.Errorf(ferry.EINVALID, "%s: name the artifact's app (ferry publish does; a ferry older than the server does not: update it)", api.AppHeader)
+	}
+	if err := p.scope(app, ""); err != nil {
+		return err
+	}
+	var rec api.Artifact
+	found, err := s.lookup(ctx, prefixArts+sum, &rec)
+	if err != nil {
+		return err
+	}
+	if found && rec.App != app {
+		return ferry.Errorf(ferry.EINVALID, "artifact %s is %s's, not %s's", sum, rec.App, app)
+	}
+	if found {
+		if _, _, err := s.blobKey(ctx, app, sum); err == nil {
+			rec.Existed = true
+			return writeJSON(w, http.StatusOK, rec)
+		}
+	}
+	if r.ContentLength < 0 {
+		return ferry.Errorf(ferry.EINVALID, "upload: send a Content-Length")
+	}
+	key := store.ArtifactKey(app, sum)
+	// Bytes under the key with no record: an upload that failed after
+	// storing them, or a bucket another server filled. Keep them only if
+	// they are what their name says; then the body is never read (and a
+	// client that asked 100-continue never sends it).
+	had := false
+	if _, err := s.blobs.Stat(ctx, key); err == nil {
+		switch err := store.Verify(ctx, s.blobs, key, sum); ferry.ErrorCode(err) {
+		case "":
+			had = true
+		case ferry.ECORRUPT:
+			s.log.Warn("replacing a corrupt stored artifact", "key", key, logErr, err)
+		default:
+			return err
+		}
+	}
+	if !had {
+		vr := &verifyReader{r: r.Body, h: sha256.New(), want: sum, size: r.ContentLength}
+		if err := s.blobs.Put(ctx, key, vr, r.ContentLength); err != nil {
+			return err
+		}
+	}
+	meta, size, err := s.readMeta(ctx, key)
+	if err == nil && meta.App != app {
+		err = ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", meta.App, ferry.MetaPath, app, api.AppHeader)
+	}
+	if err != nil {
+		if !had {
+			s.blobs.Delete(context.WithoutCancel(ctx), key)
+		}
+		return err
+	}
+	rec = api.Artifact{SHA256: sum, App: meta.App, Version: meta.Version, Commit: meta.Commit, Dirty: meta.Dirty, Size: size, Uploaded: time.Now().UTC(), By: p.who()}
+	if err := s.putJSON(ctx, prefixArts+sum, rec); err != nil {
+		return err
+	}
+	s.auditReq(r, p, api.AuditEvent{Action: "publish", Target: "artifact/" + sum, Detail: fmt.Sprintf("%s %s", meta.App, meta.Version), App: meta.App})
+	return writeJSON(w, http.StatusCreated, rec)
+}
+
+// readMeta reads .ferry/meta.json of the artifact stored at key.
+func (s *Server) readMeta(ctx context.Context, key string) (ferry.Meta, int64, error) {
+	var m ferry.Meta
+	rc, size, err := s.blobs.Open(ctx, key, 0)
+	if err != nil {
+		return m, 0, err
+	}
+	defer rc.Close()
+	files, err := artifact.ReadFiles(rc, ferry.MetaPath)
+	if err != nil {
+		return m, 0, ferry.WrapError(ferry.EINVALID, err, "not a ferry artifact")
+	}
+	b, ok := files[ferry.MetaPath]
+	if !ok {
+		return m, 0, ferry.Errorf(ferry.EINVALID, "not a ferry artifact: no %s (build it with ferry build)", ferry.MetaPath)
+	}
+	if err := json.Unmarshal(b, &m); err != nil || m.App == "" {
+		return m, 0, ferry.Errorf(ferry.EINVALID, "not a ferry artifact: bad %s", ferry.MetaPath)
+	}
+	return m, size, nil
+}
+
+// verifyReader hashes what it reads. The read that completes the body
+// holds back its last byte when the digest is not the one promised, so a
+// store that copies exactly Content-Length bytes still sees the error.
+type verifyReader struct {
+	r       io.Reader
+	h       hash.Hash
+	want    string
+	n, size int64
+}
+
+func (v *verifyReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if v.n > v.size {
+		return 0, ferry.Errorf(ferry.EINVALID, "upload: body longer than its Content-Length %d", v.size)
+	}
+	if v.n == v.size && n > 0 {
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want {
+			return n - 1, ferry.Errorf(ferry.EINVALID, "upload: checksum mismatch: the body's sha256 is %s, %s says %s", got, api.SHA256Header, v.want)
+		}
+	}
+	return n, err
+}
+
+func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p *principal) error {
+	arts, err := listJSON[api.Artifact](r.Context(), s.st, prefixArts)
+	if err != nil {
+		return err
+	}
+	app := r.URL.Query().Get("app")
+	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return (app != "" && a.App != app) || !p.allowed(a.App, "") })
+	slices.SortFunc(arts, func(a, b api.Artifact) int { return a.Uploaded.Compare(b.Uploaded) })
+	return writeJSON(w, http.StatusOK, arts)
+}
+
+// download serves an artifact from byte N on when asked with
+// "Range: bytes=N-", so an agent resumes an interrupted download. Agents
+// may fetch only the artifacts their desired state names.
+func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	sum := r.PathValue("sha256")
+	var art api.Artifact
+	if found, err := s.lookup(ctx, prefixArts+sum, &art); err != nil {
+		return err
+	} else if !found {
+		return ferry.Errorf(ferry.ENOTFOUND, "artifact %s: not published", sum)
+	}
+	if p.Role == api.RoleAgent {
+		hd, err := s.hostDesired(ctx, p.Host)
+		if err != nil {
+			return err
+		}
+		if !hd.names(sum) {
+			return ferry.Errorf(ferry.EDENIED, "host %s: artifact %s is not in its desired state", p.Host, sum)
+		}
+		if s.signer != nil && r.Method == http.MethodGet {
+			return s.redirectToStore(w, r, art.App, sum)
+		}
+	} else if err := p.scope(art.App, ""); err != nil {
+		return err
+	}
+	var offset, end int64 = 0, -1
+	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet {
+		var err error
+		if offset, end, err = parseRange(rg); err != nil {
+			return err
+		}
+	}
+	if r.Method == http.MethodHead {
+		_, size, err := s.blobKey(ctx, art.App, sum)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	rc, size, err := s.openBlob(ctx, art.App, sum, offset)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if end < 0 || end >= size {
+		end = size - 1
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(end-offset+1, 10))
+	status := http.StatusOK
+	if r.Header.Get("Range") != "" {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", offset, end, size))
+		status = http.StatusPartialContent
+	}
+	w.WriteHeader(status)
+	_, err = io.CopyN(w, rc, end-offset+1)
+	if err != nil {
+		s.log.Debug("download interrupted", "sha256", sum, logErr, err)
+	}
+	return nil
+}
+
+// parseRange reads "bytes=N-" or "bytes=N-M", the single ranges a
+// resuming download asks for.
+func parseRange(rg string) (start, end int64, err error) {
+	spec, ok := strings.CutPrefix(rg, "bytes=")
+	a, b, ok2 := strings.Cut(spec, "-")
+	if !ok || !ok2 || strings.Contains(spec, ",") {
+		return 0, 0, ferry.Errorf(ferry.EINVALID, "Range %q: want bytes=N- or bytes=N-M", rg)
+	}
+	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
+		return 0, 0, ferry.Errorf(ferry.EINVALID, "Range %q: want bytes=N- or bytes=N-M", rg)
+	}
+	end = -1
+	if b != "" {
+		if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+			return 0, 0, ferry.Errorf(ferry.EINVALID, "Range %q: want bytes=N- or bytes=N-M", rg)
+		}
+	}
+	return start, end, nil
+}

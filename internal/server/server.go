@@ -1,0 +1,287 @@
+// Package server is ferry's control server: the HTTP/JSON API of package
+// api, token auth, the artifact upload and download path, agents' blocking
+// desired-state queries and reports, and the orchestrator that rolls a
+// release out to a group in health-gated batches under a lock, rolling back
+// on failure. All of its state lives in a state.Store, so a restarted server
+// carries on where the last one stopped.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/state"
+	"github.com/ferrydeploy/ferry/internal/state/bolt"
+	"github.com/ferrydeploy/ferry/internal/store"
+	"github.com/ferrydeploy/ferry/internal/store/dir"
+	"github.com/ferrydeploy/ferry/internal/tlsca"
+)
+
+// Files under Config.Data; see DESIGN.md, "Server files".
+const (
+	StateFile      = "state.db"
+	ArtifactsDir   = "artifacts"
+	TLSDir         = "tls"
+	AdminTokenFile = "admin.token"
+)
+
+// Log keys.
+const (
+	logApp        = "app"
+	logGroup      = "group"
+	logHost       = "host"
+	logDeployment = "deployment"
+	logErr        = "err"
+)
+
+// Config configures a Server. Data is required unless State, Store and a
+// TLS certificate are all given.
+type Config struct {
+	Data      string // directory of state.db, artifacts/, tls/, admin.token
+	Listen    string // default ":7400"
+	Advertise string // URL agents and clients reach this server at; default from Listen
+	// TLSCert and TLSKey are the operator's own certificate; without them
+	// the server makes its own CA under Data/tls.
+	TLSCert, TLSKey string
+	State           state.Store // default: bolt at Data/state.db (closed by Run)
+	// Leader elects the one server that drives rollouts when several share
+	// State (etcd); nil means this server is the only one.
+	Leader Leader
+	// SecretsKeyFile holds the age identity that seals config secrets
+	// (default Data/secrets.key, made on first start; $FERRY_SECRETS_KEY
+	// overrides both). Servers sharing one state need the same key.
+	SecretsKeyFile string
+	Store          store.Store   // default: directory Data/artifacts
+	HostLostAfter  time.Duration // default 30s
+	// DirectDownload, when set, sends agents to the store itself for
+	// artifacts, with URLs signed for this long, so the server does not
+	// carry a big fleet's downloads. The store must sign URLs (URLSigner).
+	DirectDownload time.Duration
+	Logger         *slog.Logger
+}
+
+// Server is a running control server.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	st         state.Store
+	blobs      store.Store
+	signer     URLSigner // the store, when agents download from it directly
+	ownsState  bool
+	ln         net.Listener
+	tls        *tls.Config
+	url        string
+	caSHA      string
+	adminToken string
+	mux        *http.ServeMux
+	// desiredMirror answers agents' blocking queries from memory.
+	desiredMirror *mirror
+	reportW       *reportWriter
+	logHub        *logHub
+	heard         sync.Map // host → time.Time of the last report this server received
+	sealer        *sealer  // config secrets at rest
+	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
+
+	mu       sync.Mutex
+	leadCtx  context.Context   // while this server leads; nil otherwise
+	running  map[string]bool   // deployments with a live rollout goroutine
+	adopting map[string]bool   // deployments whose lock is being taken over
+	letGo    map[string]func() // releases a live rollout's lock, by deployment
+	wg       sync.WaitGroup
+}
+
+// New opens the state and artifact stores, makes the TLS certificate if it
+// must, creates the admin token on first start and listens. Serving starts
+// with Run.
+func New(cfg Config) (s *Server, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = ":7400"
+	}
+	if cfg.HostLostAfter <= 0 {
+		cfg.HostLostAfter = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
+	s = srv
+	defer func() {
+		// srv, not s: a failing return has set s to nil.
+		if err != nil {
+			srv.close()
+		}
+	}()
+	if cfg.Data != "" {
+		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	} else if cfg.State == nil || cfg.Store == nil || cfg.TLSCert == "" {
+		return nil, ferry.Errorf(ferry.EINVALID, "server: no data directory given")
+	}
+	if s.st == nil {
+		st, err := bolt.Open(filepath.Join(cfg.Data, StateFile), bolt.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.st, s.ownsState = st, true
+	}
+	if s.blobs == nil {
+		b, err := dir.New(filepath.Join(cfg.Data, ArtifactsDir))
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.blobs = b
+	}
+	if cfg.DirectDownload > 0 {
+		if s.signer, err = checkSigner(s.blobs); err != nil {
+			return nil, err
+		}
+	}
+	s.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.url = strings.TrimSuffix(cfg.Advertise, "/")
+	if s.url == "" {
+		s.url = "https://" + advertiseHost(s.ln.Addr())
+	}
+	if err := s.setupTLS(); err != nil {
+		return nil, err
+	}
+	if s.sealer, err = loadSealer(cfg.SecretsKeyFile, cfg.Data); err != nil {
+		return nil, err
+	}
+	if err := s.bootstrap(context.Background()); err != nil {
+		return nil, err
+	}
+	if err := s.checkSealer(context.Background()); err != nil {
+		return nil, err
+	}
+	s.desiredMirror = newMirror(s.st, prefixDesired)
+	s.reportW = newReportWriter(s.st)
+	s.logHub = newLogHub()
+	s.routes()
+	return s, nil
+}
+
+// advertiseHost is host:port of a listening address, with a name others can
+// reach when it listens on every interface.
+func advertiseHost(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		} else {
+			host = "localhost"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (s *Server) setupTLS() error {
+	if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return ferry.WrapError(ferry.EINVALID, err, "server: --tls-cert/--tls-key")
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		return nil
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	if host, _, err := net.SplitHostPort(strings.TrimPrefix(s.url, "https://")); err == nil {
+		hosts = append(hosts, host)
+	}
+	if host, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	files, err := tlsca.Ensure(filepath.Join(s.cfg.Data, TLSDir), hosts)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if s.tls, err = tlsca.ServerConfig(files); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.caSHA = files.CASHA256
+	return nil
+}
+
+// URL is where clients and agents reach the server.
+func (s *Server) URL() string { return s.url }
+
+// CASHA256 is the hex sha256 of the server's CA certificate, which agents
+// and the CLI pin; "" when the operator gave their own certificate.
+func (s *Server) CASHA256() string { return s.caSHA }
+
+// AdminToken is the admin token made on first start; "" on later starts.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// Run serves until ctx is done, resuming the rollouts a previous server
+// left running. Rollouts stop with ctx and are resumed by the next Run on
+// the same state. Run closes the state store it opened.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Requests end with ctx, so blocking queries do not hold shutdown.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(s.ln, s.tls)) }()
+	s.log.Info("serving", "url", s.url, "listen", s.ln.Addr().String())
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.orchestrate(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.desiredMirror.run(ctx, func(err error) { s.log.Warn("desired-state mirror", logErr, err) })
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.reportW.run(ctx)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	srv.Shutdown(sctx)
+	s.wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) close() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.ownsState && s.st != nil {
+		s.st.Close()
+		s.ownsState = false
+	}
+}

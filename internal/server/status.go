@@ -1,0 +1,105 @@
+package server
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/agent"
+)
+
+// status answers hosts × apps as the agents last reported them, limited
+// to what p may see; ?app= narrows it to one app.
+func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	app := r.URL.Query().Get("app")
+	hosts, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
+	if err != nil {
+		return err
+	}
+	reps, _, err := s.reports(ctx)
+	if err != nil {
+		return err
+	}
+	st := api.Status{Hosts: []api.Host{}}
+	now := time.Now()
+	for _, h := range hosts {
+		if !slices.ContainsFunc(h.Groups, func(g string) bool { return p.allowed("", g) }) {
+			continue
+		}
+		seen := s.lastSeen(h, reps)
+		out := api.Host{Name: h.Name, Groups: h.Groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*agent.AppState{}}
+		for name, as := range reps[h.Name].State.Apps {
+			if (app == "" || name == app) && p.allowed(name, "") {
+				out.Apps[name] = as
+			}
+		}
+		st.Hosts = append(st.Hosts, out)
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+// listApps answers the apps the server knows from artifacts and releases.
+func (s *Server) listApps(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ctx := r.Context()
+	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
+	if err != nil {
+		return err
+	}
+	rels, err := listJSON[api.Release](ctx, s.st, prefixRels)
+	if err != nil {
+		return err
+	}
+	kvs, _, err := s.st.List(ctx, prefixGroup)
+	if err != nil {
+		return err
+	}
+	apps := map[string]*api.App{}
+	get := func(name string) *api.App {
+		if apps[name] == nil {
+			apps[name] = &api.App{Name: name, Groups: []api.GroupApp{}}
+		}
+		return apps[name]
+	}
+	for _, a := range arts {
+		get(a.App).Artifacts++
+	}
+	for _, rel := range rels {
+		get(rel.App).Releases++
+	}
+	for _, kv := range kvs {
+		name, group, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefixGroup), "/")
+		var g groupRelease
+		if err := unmarshal(kv, &g); err != nil {
+			return err
+		}
+		if p.allowed(name, group) {
+			a := get(name)
+			a.Groups = append(a.Groups, api.GroupApp{Group: group, Release: g.Release})
+		}
+	}
+	out := []api.App{}
+	for _, a := range apps {
+		if p.allowed(a.Name, "") {
+			out = append(out, *a)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.App) int { return cmp.Compare(a.Name, b.Name) })
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// listReleases answers an app's releases, oldest first.
+func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, p *principal) error {
+	app := r.PathValue("app")
+	if err := p.scope(app, ""); err != nil {
+		return err
+	}
+	rels, err := listJSON[api.Release](r.Context(), s.st, prefixRels+app+"/")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rels)
+}
