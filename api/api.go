@@ -31,7 +31,8 @@ const (
 	PathStatus      = "/v1/status"                             // GET ?app= → Status
 	PathTokens      = "/v1/tokens"                             // POST TokenRequest → TokenCreated; GET → []Token
 	PathToken       = "/v1/tokens/{id}"                        // DELETE (revoke)
-	PathJoinTokens  = "/v1/join-tokens"                        // POST JoinTokenRequest → TokenCreated
+	PathJoinTokens  = "/v1/join-tokens"                        // POST JoinTokenRequest → TokenCreated; GET → []Token (join tokens)
+	PathHost        = "/v1/hosts/{name}"                       // DELETE: forget a host (credential, desired state, report)
 	PathLocks       = "/v1/locks"                              // GET → []Lock
 	PathLock        = "/v1/locks/{app}/{group}"                // DELETE (admin: break)
 	PathAudit       = "/v1/audit"                              // GET ?app=&group=&who=&limit=N → []AuditEvent (admin)
@@ -237,7 +238,13 @@ type TokenRequest struct {
 // JoinTokenRequest creates a token agents join Groups with.
 type JoinTokenRequest struct {
 	Groups []string      `json:"groups"`
-	TTL    time.Duration `json:"ttl,omitempty"` // default 24h
+	TTL    time.Duration `json:"ttl,omitempty"`  // default 1h
+	Uses   int           `json:"uses,omitempty"` // hosts that may join with it; 0: any number until it expires
+	// Replace names an existing host a join with this token may take
+	// over (its credential is revoked, it gets the token's groups). The
+	// token's groups must cover all the host's groups. Without it, a
+	// join under a name that is taken is refused.
+	Replace string `json:"replace,omitempty"`
 }
 
 // TokenCreated is shown once: the server keeps only a hash of Secret.
@@ -257,6 +264,12 @@ type Token struct {
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires,omitzero"`
 	Revoked bool      `json:"revoked,omitempty"`
+	// Join tokens: how many hosts may join with it (0: any), how many
+	// did, and the host it may take over.
+	Uses    int    `json:"uses,omitempty"`
+	Used    int    `json:"used,omitempty"`
+	Replace string `json:"replace,omitempty"`
+	By      string `json:"by,omitempty"` // who created it
 }
 
 // Lock is the one deployment an app × group may have at a time: a lease
@@ -286,6 +299,10 @@ type AuditEvent struct {
 type JoinRequest struct {
 	Token string `json:"token"`
 	Name  string `json:"name"`
+	// Credential is the host's own credential when it has one (an agent
+	// that joins again because its server's address changed): it proves
+	// the name is the caller's, so the join is no takeover.
+	Credential string `json:"credential,omitempty"`
 }
 
 // JoinResponse is the host's own credential, to be kept by the agent.

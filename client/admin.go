@@ -131,3 +131,16 @@ func (c *Client) GC(ctx context.Context, req api.GCRequest) (api.GCResult, error
 	_, err := c.do(ctx, call{method: http.MethodPost, path: api.PathGC, body: req, out: &out})
 	return out, err
 }
+
+// JoinTokens lists the join tokens within this client's scope.
+func (c *Client) JoinTokens(ctx context.Context) ([]api.Token, error) {
+	var out []api.Token
+	_, err := c.do(ctx, call{method: http.MethodGet, path: api.PathJoinTokens, out: &out})
+	return out, err
+}
+
+// RemoveHost forgets host name: its credential, desired state and report.
+func (c *Client) RemoveHost(ctx context.Context, name string) error {
+	_, err := c.do(ctx, call{method: http.MethodDelete, path: path(api.PathHost, name)})
+	return err
+}

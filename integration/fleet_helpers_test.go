@@ -279,6 +279,7 @@ type fleetAgent struct {
 	i    int
 	name string
 	root string
+	join string // given in $FERRY_JOIN_TOKEN, as ferry agent join-token says
 	args []string
 	log  *os.File
 	cmd  *exec.Cmd
@@ -293,8 +294,8 @@ func startFleetAgent(t *testing.T, fn *fleetNet, i int, s *fleetServer, join str
 // startFleetAgentAt is startFleetAgent with its root at root.
 func startFleetAgentAt(t *testing.T, fn *fleetNet, i int, s *fleetServer, join, root string) *fleetAgent {
 	t.Helper()
-	a := &fleetAgent{t: t, net: fn, i: i, name: fmt.Sprintf("web-%d", i+1), root: root}
-	a.args = []string{"agent", "--server", s.url, "--join", join, "--ca-sha256", s.ca,
+	a := &fleetAgent{t: t, net: fn, i: i, name: fmt.Sprintf("web-%d", i+1), root: root, join: join}
+	a.args = []string{"agent", "--server", s.url, "--ca-sha256", s.ca,
 		"--root", a.root, "--name", a.name, "--health-timeout", "10s"}
 	var err error
 	if a.log, err = os.Create(filepath.Join(t.TempDir(), a.name+".log")); err != nil {
@@ -318,6 +319,7 @@ func (a *fleetAgent) start() {
 	a.t.Helper()
 	fmt.Fprintf(a.log, "---- start %s\n", time.Now().Format(time.RFC3339Nano))
 	a.cmd = a.net.command(a.i, a.args...)
+	a.cmd.Env = append(os.Environ(), "FERRY_JOIN_TOKEN="+a.join)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)

@@ -198,8 +198,8 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("join-token -o json: %v\n%s", err, r.stdout)
 		}
 		join = tok.Secret
-		if !strings.Contains(tok.Command, "--join "+join) || !strings.Contains(tok.Command, "--ca-sha256 "+srv.ca) {
-			t.Errorf("join-token's command %q lacks the token or the CA pin", tok.Command)
+		if !strings.HasPrefix(tok.Command, "FERRY_JOIN_TOKEN="+join+" ") || strings.Contains(tok.Command, "--join") || !strings.Contains(tok.Command, "--ca-sha256 "+srv.ca) {
+			t.Errorf("join-token's command %q lacks the token in the environment or the CA pin", tok.Command)
 		}
 		for i := range 3 {
 			agents[i] = startFleetAgent(top, fn, i, srv, join)
@@ -219,6 +219,13 @@ func TestFleet(t *testing.T) {
 		})
 		if len(st.Hosts) != 3 {
 			t.Errorf("ferry status shows %d hosts, want 3", len(st.Hosts))
+		}
+		// The join token is in no agent's command line, which any local
+		// user reads, and in no environment the agent passes on.
+		for _, a := range agents[:3] {
+			if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", a.cmd.Process.Pid)); err != nil || strings.Contains(string(cmdline), join) || !strings.Contains(string(cmdline), "agent") {
+				t.Errorf("%s's command line holds the join token (or could not be read: %v): %q", a.name, err, cmdline)
+			}
 		}
 	})
 

@@ -214,11 +214,19 @@ func (r *appRunner) apply(want *desired.App) error {
 		if len(r.procs) > 0 || cur.State != AppStopped {
 			r.stopAll()
 			r.closeOwners()
-			r.state(func(as *AppState) { as.State, as.Error, as.Spec = AppStopped, "", nil })
+			r.state(func(as *AppState) {
+				as.State, as.Error, as.Spec, as.SpecEnv, as.Rejected, as.RejectedEnv = AppStopped, "", nil, "", nil, ""
+			})
+		}
+		// The app's config (secrets included) leaves with it: a host that
+		// left the app's group keeps no copy. The releases stay for
+		// retention; a new entry renders its env file again.
+		if err := os.RemoveAll(filepath.Join(r.dir.Path, "env")); err != nil {
+			r.a.log.Warn("could not remove the app's env files", "app", r.name, "err", err)
 		}
 		return nil
 	}
-	if cur.Spec != nil && cur.Spec.Equal(*want) && len(r.procs) > 0 {
+	if cur.runs(want) && len(r.procs) > 0 {
 		switch cur.State {
 		case AppInstalling:
 			// An earlier agent died before it saw this release healthy.
@@ -227,16 +235,16 @@ func (r *appRunner) apply(want *desired.App) error {
 			// A newer release failed here and the agent went back to this
 			// one, which is desired again (the server rolls back): report
 			// what runs, under its own label, instead of the rejected one.
-			r.state(func(as *AppState) { as.Label, as.Rejected = want.Release, nil })
+			r.state(func(as *AppState) { as.Label, as.Rejected, as.RejectedEnv = want.Release, nil, "" })
 			r.confirm(cur.Release)
 		}
 		return nil
 	}
-	if cur.Rejected != nil && cur.Rejected.Equal(*want) {
+	if cur.rejects(want) {
 		return nil
 	}
 	if err := r.checkSigned(want); err != nil {
-		r.state(func(as *AppState) { as.State, as.Error, as.Rejected = AppFailed, err.Error(), want })
+		r.state(func(as *AppState) { as.State, as.Error = AppFailed, err.Error(); as.reject(want) })
 		r.a.log.Error("release refused", "app", r.name, "err", err)
 		return nil // the same document will not verify on a retry
 	}
@@ -335,13 +343,14 @@ func (r *appRunner) deploy(want *desired.App) error {
 		return fail(r.failed(ctx, hooks, &dl, err))
 	}
 
-	prevID, prevSpec, lastHealthy := cur(r.snapshot())
+	prev := r.snapshot()
+	prevID, prevSpec, prevEnv, lastHealthy := prev.Release, prev.Spec, prev.SpecEnv, prev.LastHealthy
 	timeout := app.Deploy.HealthTimeout
 	if timeout <= 0 {
 		timeout = r.a.cfg.HealthTimeout
 	}
 	herr := r.switchTo(app, want, id, timeout)
-	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
+	r.state(func(as *AppState) { as.Release, as.SHA256 = id, want.SHA256; as.started(want, EnvDigest(want.Env)) })
 	if herr == nil {
 		dl.printf("switched to %s; waiting for health", id)
 		herr = r.waitHealthy(ctx, timeout)
@@ -353,7 +362,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 		dl.printf("release %s is healthy", id)
 		hooks.Run(ctx, "success", app.Hooks.Success, dl.Bytes())
 		r.state(func(as *AppState) {
-			as.State, as.Error, as.LastHealthy, as.Rejected = AppRunning, "", id, nil
+			as.State, as.Error, as.LastHealthy, as.Rejected, as.RejectedEnv = AppRunning, "", id, nil, ""
 		})
 		r.prune(app.KeepReleases)
 		r.a.pruneCache()
@@ -366,13 +375,13 @@ func (r *appRunner) deploy(want *desired.App) error {
 	hooks.Run(ctx, "failure", app.Hooks.Failure, dl.Bytes())
 	msg := herr.Error()
 	if prevID != "" && prevID == lastHealthy && prevID != id && prevSpec != nil {
-		if err := r.rollback(prevID, prevSpec); err != nil {
+		if err := r.rollback(prevID, prevSpec, prevEnv); err != nil {
 			msg += "; going back to " + prevID + " failed: " + err.Error()
 		} else {
 			msg += "; rolled back to " + prevID
 		}
 	}
-	r.state(func(as *AppState) { as.State, as.Error, as.Rejected = AppFailed, msg, want })
+	r.state(func(as *AppState) { as.State, as.Error = AppFailed, msg; as.reject(want) })
 	r.a.log.Error("release failed", "app", r.name, "err", msg)
 	return nil
 }
@@ -393,10 +402,6 @@ func (r *appRunner) confirm(id string) {
 	})
 }
 
-func cur(as AppState) (release string, spec *desired.App, lastHealthy string) {
-	return as.Release, as.Spec, as.LastHealthy
-}
-
 // failed runs the failure hooks after err and returns err.
 func (r *appRunner) failed(ctx context.Context, hooks hook.Runner, dl *deployLog, err error) error {
 	dl.printf("failed: %v", err)
@@ -415,14 +420,15 @@ func (r *appRunner) currentApp() (*ferry.App, error) {
 	return spec.Load(r.dir.ReleasePath(id))
 }
 
-// rollback goes back to release id, started as spec asked.
-func (r *appRunner) rollback(id string, want *desired.App) error {
+// rollback goes back to release id, started as spec asked (env: the
+// digest of the config spec came with).
+func (r *appRunner) rollback(id string, want *desired.App, env string) error {
 	app, err := spec.Load(r.dir.ReleasePath(id))
 	if err != nil {
 		return err
 	}
 	err = r.switchTo(app, want, id, r.a.cfg.HealthTimeout)
-	r.state(func(as *AppState) { as.Release, as.SHA256, as.Spec = id, want.SHA256, want })
+	r.state(func(as *AppState) { as.Release, as.SHA256 = id, want.SHA256; as.started(want, env) })
 	if err != nil {
 		return err
 	}
@@ -537,7 +543,12 @@ func (r *appRunner) resume(as *AppState) {
 	}
 	app, err := spec.Load(r.dir.ReleasePath(as.Release))
 	if err == nil {
-		err = r.start(app, as.Spec, as.Release, as.Processes)
+		// state.json holds no config: the release's env file does.
+		var want *desired.App
+		if want, err = r.withEnvFile(as.Spec, as.Release); err == nil {
+			r.state(func(cur *AppState) { cur.Spec = want })
+			err = r.start(app, want, as.Release, as.Processes)
+		}
 	}
 	if err != nil {
 		r.state(func(cur *AppState) { cur.State, cur.Error = AppFailed, "resume: "+err.Error() })

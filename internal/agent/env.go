@@ -204,3 +204,22 @@ func renderEnvFile(env map[string]string) string {
 	}
 	return b.String()
 }
+
+// withEnvFile is spec with the environment release id was started with,
+// read back from its env file: what an agent that adopts the release from
+// state.json (which keeps no config) restarts its instances with. The
+// file already merges the release's .env, which renderEnv merges again to
+// the same result.
+func (r *appRunner) withEnvFile(spec *desired.App, id string) (*desired.App, error) {
+	c := *spec
+	env, err := godotenv.Read(filepath.Join(r.dir.Path, "env", id))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.Env = nil
+	case err != nil:
+		return nil, fmt.Errorf("release %s: env file: %w", id, err)
+	default:
+		c.Env = env
+	}
+	return &c, nil
+}

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
@@ -51,16 +55,20 @@ type AppState struct {
 	State   string `json:"state"`
 	Error   string `json:"error,omitempty"`
 	// Spec is the desired entry the running release was started from, so a
-	// restarted agent knows whether the desired state changed.
-	Spec *desired.App `json:"spec,omitempty"`
+	// restarted agent knows whether the desired state changed. Its Env
+	// (the app's config, secrets included) stays in memory and in the
+	// release's env file: state.json keeps only its digest, SpecEnv.
+	Spec    *desired.App `json:"spec,omitempty"`
+	SpecEnv string       `json:"spec_env,omitempty"`
 	// LastHealthy is the last release that passed its health checks here:
 	// where the agent goes back to when a new one fails.
 	LastHealthy string `json:"last_healthy,omitempty"`
 	// Rejected is a desired entry whose release failed here; the agent does
 	// not retry it until the desired state changes.
-	Rejected  *desired.App       `json:"rejected,omitempty"`
-	Processes []supervise.Status `json:"processes"`
-	Updated   time.Time          `json:"updated"`
+	Rejected    *desired.App       `json:"rejected,omitempty"`
+	RejectedEnv string             `json:"rejected_env,omitempty"` // digest of Rejected's Env
+	Processes   []supervise.Status `json:"processes"`
+	Updated     time.Time          `json:"updated"`
 }
 
 // ReadState reads root's state.json; a missing file is an empty state.
@@ -79,22 +87,80 @@ func ReadState(root string) (*State, error) {
 	if st.Apps == nil {
 		st.Apps = map[string]*AppState{}
 	}
+	for _, as := range st.Apps {
+		// A state.json from before digests: take them now, and forget the
+		// values, which the release's env file holds.
+		if as.Spec != nil && as.SpecEnv == "" {
+			as.SpecEnv = EnvDigest(as.Spec.Env)
+		}
+		if as.Rejected != nil && as.RejectedEnv == "" {
+			as.RejectedEnv = EnvDigest(as.Rejected.Env)
+		}
+		as.Spec, as.Rejected = withoutEnv(as.Spec), withoutEnv(as.Rejected)
+	}
 	return st, nil
 }
 
+// writeState writes st without the apps' config values: secrets exist on
+// the host only in the release env files (0600), so state.json holds a
+// digest of each entry's Env and nothing more.
 func writeState(root string, st *State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
+	out := *st
+	out.Apps = make(map[string]*AppState, len(st.Apps))
+	for name, as := range st.Apps {
+		c := *as
+		c.Spec, c.Rejected = withoutEnv(as.Spec), withoutEnv(as.Rejected)
+		out.Apps[name] = &c
+	}
+	b, err := json.MarshalIndent(&out, "", "  ")
 	if err != nil {
 		return err
 	}
-	// 0600: it holds the apps' config, secrets included, as the release
-	// env files do; what leaves the host is Redacted.
 	return fsutil.WriteFile(filepath.Join(root, StateFile), append(b, '\n'), 0o600)
+}
+
+func withoutEnv(a *desired.App) *desired.App {
+	if a == nil || a.Env == nil {
+		return a
+	}
+	c := *a
+	c.Env = nil
+	return &c
+}
+
+// EnvDigest is the sha256 of an app's config, for telling whether it
+// changed without keeping it: sorted KEY=VALUE lines, NUL-separated (a
+// value holds no NUL).
+func EnvDigest(env map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		h.Write([]byte(k + "=" + env[k] + "\x00"))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// sameRequest reports whether want asks for what entry (whose config had
+// digest env) asked for.
+func sameRequest(entry *desired.App, env string, want *desired.App) bool {
+	if entry == nil || want == nil {
+		return false
+	}
+	a, b := *entry, *want
+	a.Env, b.Env = nil, nil
+	return a.Equal(b) && env == EnvDigest(want.Env)
+}
+
+// runs reports whether the running release was started from want.
+func (as *AppState) runs(want *desired.App) bool { return sameRequest(as.Spec, as.SpecEnv, want) }
+
+// rejects reports whether want is the entry this host rejected.
+func (as *AppState) rejects(want *desired.App) bool {
+	return sameRequest(as.Rejected, as.RejectedEnv, want)
 }
 
 // Redacted is st with every config value masked, for what leaves the host
 // or is shown (reports, agent status): the apps' config may hold secrets,
-// which only the release env files and state.json (both 0600) keep.
+// which only the release env files (0600) keep.
 func (st *State) Redacted() *State {
 	out := *st
 	out.Apps = make(map[string]*AppState, len(st.Apps))
@@ -116,4 +182,13 @@ func redactApp(a *desired.App) *desired.App {
 		c.Env[k] = desired.Masked
 	}
 	return &c
+}
+
+// started records want (whose config had digest env) as what the running
+// release was started from.
+func (as *AppState) started(want *desired.App, env string) { as.Spec, as.SpecEnv = want, env }
+
+// reject records want as the entry that failed here.
+func (as *AppState) reject(want *desired.App) {
+	as.Rejected, as.RejectedEnv = want, EnvDigest(want.Env)
 }

@@ -36,6 +36,7 @@ func newAgent(env Env) *cobra.Command {
 		maxBandwidth  string
 		logLevel      string
 		server, join  string
+		joinFile      string
 		caSHA256      string
 		trustedKeys   string
 	)
@@ -43,7 +44,8 @@ func newAgent(env Env) *cobra.Command {
 		Use:   "agent",
 		Short: "Run the host agent: converge this host to its desired state",
 		Long: `The agent reads this host's desired state — from the control server (--server;
-it joins once with --join and keeps its credential in ROOT, then follows
+it joins once with a join token ($FERRY_JOIN_TOKEN or --join-file) and keeps
+its credential in ROOT, then follows
 changes with blocking queries and reports its state), or from a file
 (watched) or an http(s) URL (polled with ETag) — installs each app's release through a content-addressed
 cache into ROOT/apps/APP/releases, flips current, and supervises the app's
@@ -62,7 +64,8 @@ no request is dropped. The desired-state document:
       sha256: 9f86d081884c7d65…
       env: {LOG_LEVEL: info}
       scale: {web: 2}`,
-		Example: `  ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --join JOIN_TOKEN --ca-sha256 9f86… --name web-1
+		Example: `  FERRY_JOIN_TOKEN=JOIN_TOKEN ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --ca-sha256 9f86… --name web-1
+  ferry agent --server https://deploy.example.com:7400 --join-file /etc/ferry/join.token --ca-sha256 9f86…
   ferry agent --root /var/lib/ferry --desired /etc/ferry/desired.yaml
   ferry agent --root /var/lib/ferry --server https://deploy.example.com:7400 --max-bandwidth 20MB --download-splay 30s
   ferry agent --root /srv/ferry --desired https://deploy.example.com/hosts/web-1.json --poll 10s
@@ -72,7 +75,7 @@ no request is dropped. The desired-state document:
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.Desired == "" && server == "" {
 				if _, err := os.Stat(filepath.Join(cfg.Root, credentialFile)); err != nil {
-					return usageError{fmt.Errorf("give --desired FILE|URL, or --server URL --join TOKEN --ca-sha256 HASH")}
+					return usageError{fmt.Errorf("give --desired FILE|URL, or --server URL --ca-sha256 HASH with a join token in $FERRY_JOIN_TOKEN or --join-file")}
 				}
 			}
 			if cfg.Desired != "" && server != "" {
@@ -112,7 +115,11 @@ no request is dropped. The desired-state document:
 			}
 			var srv *client.Client
 			if cfg.Desired == "" {
-				if srv, err = serverMode(cmd.Context(), &cfg, server, join, caSHA256); err != nil {
+				jt, err := takeJoinToken(join, joinFile, cfg.Logger)
+				if err != nil {
+					return err
+				}
+				if srv, err = serverMode(cmd.Context(), &cfg, server, jt, caSHA256); err != nil {
 					return err
 				}
 			}
@@ -153,7 +160,8 @@ no request is dropped. The desired-state document:
 	f.StringVar(&cfg.Root, "root", DefaultAgentRoot, "directory for apps, cache, logs and state")
 	f.StringVar(&cfg.Desired, "desired", "", "desired state: file path or http(s) URL")
 	f.StringVar(&server, "server", "", "control server URL (https://HOST:7400); the agent joins it once and keeps its credential in ROOT")
-	f.StringVar(&join, "join", "", "join token (ferry agent join-token --group G), needed the first time")
+	f.StringVar(&join, "join", "", "join token, needed the first time; visible to every local user in the process list: prefer $"+joinTokenEnv+" or --join-file")
+	f.StringVar(&joinFile, "join-file", "", "read the join token from this file (needed the first time; removed once the agent has joined)")
 	f.StringVar(&caSHA256, "ca-sha256", "", "sha256 of the server's CA certificate, as ferry server prints it")
 	f.DurationVar(&cfg.Poll, "poll", 30*time.Second, "how often to poll a desired-state URL")
 	f.StringVar(&logMax, "log-max-size", "10MiB", "rotate a process's log at this size")

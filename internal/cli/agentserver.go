@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/internal/agent"
@@ -29,10 +31,56 @@ type agentCredential struct {
 	Secret   string `json:"secret"`
 }
 
+// joinToken is the token an agent joins with and where it came from.
+type joinToken struct {
+	secret string
+	file   string // removed once the agent joined: the credential replaces it
+}
+
+// takeJoinToken finds the join token: --join-file, $FERRY_JOIN_TOKEN or
+// (warned against) --join. It clears the variable, so that no app the
+// agent starts inherits it.
+func takeJoinToken(flag, file string, log *slog.Logger) (joinToken, error) {
+	env := os.Getenv(joinTokenEnv)
+	os.Unsetenv(joinTokenEnv)
+	n := 0
+	for _, s := range []string{flag, file, env} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return joinToken{}, usageError{fmt.Errorf("give the join token once: --join-file, $%s or --join", joinTokenEnv)}
+	}
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed after an earlier join: the credential is what counts.
+			return joinToken{}, nil
+		}
+		if err != nil {
+			return joinToken{}, usageError{fmt.Errorf("--join-file: %w", err)}
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return joinToken{}, usageError{fmt.Errorf("--join-file %s is empty: write the token ferry agent join-token printed into it", file)}
+		}
+		return joinToken{secret: t, file: file}, nil
+	case env != "":
+		return joinToken{secret: strings.TrimSpace(env)}, nil
+	case flag != "":
+		log.Warn("--join puts the join token in the process list, where every local user can read it; pass it in $" + joinTokenEnv + " or --join-file instead")
+		return joinToken{secret: flag}, nil
+	}
+	return joinToken{}, nil
+}
+
 // joinServer returns the agent's client of the server: from the stored
 // credential, or by joining with token (and then storing it).
-func joinServer(ctx context.Context, root, server, token, caSHA256, name string, log *slog.Logger) (*client.Client, string, error) {
+func joinServer(ctx context.Context, root, server string, token joinToken, caSHA256, name string, log *slog.Logger) (*client.Client, string, error) {
 	path := filepath.Join(root, credentialFile)
+	var had agentCredential
 	b, err := os.ReadFile(path)
 	if err == nil {
 		var cred agentCredential
@@ -43,19 +91,32 @@ func joinServer(ctx context.Context, root, server, token, caSHA256, name string,
 			c, err := client.New(cred.Server, cred.Secret, cred.CASHA256)
 			if err != nil {
 				// e.g. an http:// address stored before ferry refused them.
-				return nil, "", fmt.Errorf("agent: the credential in %s: %w; join again with --server https://HOST:7400 --join TOKEN", path, err)
+				return nil, "", fmt.Errorf("agent: the credential in %s: %w; join again with --server https://HOST:7400 and a join token", path, err)
 			}
-			return c, cred.Host, nil
+			if token.secret == "" {
+				return c, cred.Host, nil
+			}
+			// A join token beside a stored credential: join again only if
+			// the server no longer takes the credential (the host was
+			// removed, say, to join other groups).
+			if _, err := c.Whoami(ctx); ferry.ErrorCode(err) != ferry.EUNAUTH {
+				log.Info("already joined: the stored credential is used, not the join token", "host", cred.Host)
+				return c, cred.Host, nil
+			}
+			log.Info("the server refuses the stored credential; joining again", "host", cred.Host)
 		}
-		log.Info("the server changed; joining again", "was", cred.Server, "now", server)
+		if server != "" && server != cred.Server {
+			log.Info("the server changed; joining again", "was", cred.Server, "now", server)
+			had = cred
+		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, "", fmt.Errorf("agent: %w", err)
 	}
 	if server == "" {
-		return nil, "", usageError{errors.New("--server is required (with --join TOKEN --ca-sha256 HASH the first time)")}
+		return nil, "", usageError{errors.New("--server is required (with a join token and --ca-sha256 HASH the first time)")}
 	}
-	if token == "" {
-		return nil, "", usageError{fmt.Errorf("this agent has not joined %s yet: give --join TOKEN (ferry agent join-token --group G prints one) and --ca-sha256", server)}
+	if token.secret == "" {
+		return nil, "", usageError{fmt.Errorf("this agent has not joined %s yet: give it a join token in $%s or --join-file (ferry agent join-token --group G prints one) and --ca-sha256", server, joinTokenEnv)}
 	}
 	if caSHA256 == "" {
 		log.Warn("no --ca-sha256: trusting the system's certificate authorities for " + server)
@@ -64,7 +125,17 @@ func joinServer(ctx context.Context, root, server, token, caSHA256, name string,
 	if err != nil {
 		return nil, "", usageError{fmt.Errorf("--server: %w", err)}
 	}
-	res, err := anon.Join(ctx, api.JoinRequest{Token: token, Name: name})
+	if name == "" {
+		if name, err = os.Hostname(); err != nil {
+			return nil, "", fmt.Errorf("agent: no --name and no hostname: %w", err)
+		}
+	}
+	req := api.JoinRequest{Token: token.secret, Name: name}
+	if had.Host == name {
+		// The old credential shows this is the same host, not a takeover.
+		req.Name, req.Credential = had.Host, had.Secret
+	}
+	res, err := anon.Join(ctx, req)
 	if err != nil {
 		return nil, "", fmt.Errorf("agent: join %s: %w", server, err)
 	}
@@ -77,6 +148,11 @@ func joinServer(ctx context.Context, root, server, token, caSHA256, name string,
 		return nil, "", fmt.Errorf("agent: keep credential: %w", err)
 	}
 	log.Info("joined", "server", server, "host", res.Host, "groups", res.Groups)
+	if token.file != "" {
+		if err := os.Remove(token.file); err != nil {
+			log.Warn("could not remove the join token file; remove it by hand", "file", token.file, "err", err)
+		}
+	}
 	c, err := client.New(server, res.Secret, caSHA256)
 	return c, res.Host, err
 }
@@ -95,7 +171,7 @@ func (s serverSource) Watch(ctx context.Context, fn func(*desired.Doc, error)) e
 
 // serverMode wires cfg to the control server and returns the agent's
 // client of it.
-func serverMode(ctx context.Context, cfg *agent.Config, server, token, caSHA256 string) (*client.Client, error) {
+func serverMode(ctx context.Context, cfg *agent.Config, server string, token joinToken, caSHA256 string) (*client.Client, error) {
 	c, host, err := joinServer(ctx, cfg.Root, server, token, caSHA256, cfg.Name, cfg.Logger)
 	if err != nil {
 		return nil, err

@@ -107,7 +107,12 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	say("server %s (log: %s)", srv.URL(), logf.Name())
 
 	// The agent, joined to group dev.
-	join, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{Groups: []string{"dev"}})
+	// The agent joins afresh each time (a new server may have been
+	// made), taking over the host "dev" an earlier run left.
+	join, err := admin.CreateJoinToken(ctx, api.JoinTokenRequest{Groups: []string{"dev"}, Replace: "dev"})
+	if ferry.ErrorCode(err) == ferry.ENOTFOUND {
+		join, err = admin.CreateJoinToken(ctx, api.JoinTokenRequest{Groups: []string{"dev"}})
+	}
 	if err != nil {
 		return fmt.Errorf("dev: join token: %w", err)
 	}
@@ -117,7 +122,7 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	}
 	cfg := agent.Config{Root: filepath.Join(data, "agent"), Name: "dev", Self: self, StopOnExit: true, Logger: log.With("part", "agent")}
 	os.Remove(filepath.Join(cfg.Root, credentialFile)) // a new server may have been made: join afresh
-	agentClient, err := serverMode(ctx, &cfg, srv.URL(), join.Secret, srv.CASHA256())
+	agentClient, err := serverMode(ctx, &cfg, srv.URL(), joinToken{secret: join.Secret}, srv.CASHA256())
 	if err != nil {
 		return err
 	}

@@ -19,11 +19,13 @@ func TestPrintLocks(t *testing.T) {
 	checkGolden(t, "locks.txt", b.String())
 }
 
+// TestJoinCommand: the printed command passes the join token in the
+// environment, never as an argument every local user reads in ps.
 func TestJoinCommand(t *testing.T) {
-	if got, want := joinCommand("https://d:7400", "fyj_x", "ab12"), "ferry agent --server https://d:7400 --join fyj_x --ca-sha256 ab12"; got != want {
+	if got, want := joinCommand("https://d:7400", "fyj_x", "ab12"), "FERRY_JOIN_TOKEN=fyj_x ferry agent --server https://d:7400 --ca-sha256 ab12"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if got, want := joinCommand("https://d:7400", "fyj_x", ""), "ferry agent --server https://d:7400 --join fyj_x"; got != want {
+	if got, want := joinCommand("https://d:7400", "fyj_x", ""), "FERRY_JOIN_TOKEN=fyj_x ferry agent --server https://d:7400"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -167,7 +167,7 @@ func TestLoginPublishStatusAgainstServer(t *testing.T) {
 		Command string `json:"command"`
 	}
 	if code != 0 || json.Unmarshal([]byte(stdout), &jt) != nil || jt.Secret == "" ||
-		jt.Command != "ferry agent --server "+srv.URL()+" --join "+jt.Secret+" --ca-sha256 "+srv.CASHA256() {
+		jt.Command != "FERRY_JOIN_TOKEN="+jt.Secret+" ferry agent --server "+srv.URL()+" --ca-sha256 "+srv.CASHA256() {
 		t.Fatalf("join-token: exit %d: %s", code, stdout)
 	}
 	ag := clienttest.Join(t, srv, jt.Secret, "web-1")

@@ -19,7 +19,7 @@ type Env struct {
 	Stderr io.Writer
 }
 
-// Version is set at link time: -ldflags "-X github.com/ferrydeploy/ferry/cli.Version=…".
+// Version is set at link time: -ldflags "-X github.com/ferrydeploy/ferry/internal/cli.Version=…".
 var Version = "dev"
 
 // Run runs ferry with args and returns the process exit code.
@@ -60,7 +60,7 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newServer(env), newDev(env),
-		newLogin(env), newPublish(env), newDeploy(env), newRollback(env), newPromote(env), newStatus(env), newReleases(env), newHistory(env), newConfig(env), newKeygen(env), newSign(env), newToken(env), newLock(env), newGC(env), newLogs(env))
+		newLogin(env), newPublish(env), newDeploy(env), newRollback(env), newPromote(env), newStatus(env), newReleases(env), newHistory(env), newConfig(env), newKeygen(env), newSign(env), newToken(env), newLock(env), newGC(env), newLogs(env), newHost(env))
 	return root
 }
 

@@ -19,6 +19,8 @@ type AgentOptions struct {
 	Desired     string        // --desired FILE|URL; exactly one of Desired and Server
 	Server      string        // --server URL
 	Name        string        // the agent's --name ("": its default, the host name)
+	CASHA256    string        // --ca-sha256 of the server's CA
+	JoinFile    string        // --join-file: where the join token waits for the first start
 	StopTimeout time.Duration // 0 means 30s
 }
 
@@ -37,6 +39,12 @@ func AgentUnit(o AgentOptions) ([]byte, error) {
 		args = append(args, "--desired", o.Desired)
 	} else {
 		args = append(args, "--server", o.Server)
+		if o.CASHA256 != "" {
+			args = append(args, "--ca-sha256", o.CASHA256)
+		}
+		if o.JoinFile != "" {
+			args = append(args, "--join-file", o.JoinFile)
+		}
 	}
 	if o.Name != "" {
 		args = append(args, "--name", o.Name)

@@ -46,6 +46,10 @@ type desiredEntry struct {
 	Release int    `json:"release"`
 	SHA256  string `json:"sha256"`
 	Group   string `json:"group,omitempty"` // whose config the release runs with
+	// Signatures counts the release's signatures when this entry was
+	// last written: adding one changes the entry, and so wakes the
+	// host's blocking query with the signed document.
+	Signatures int `json:"signatures,omitempty"`
 }
 
 func (d hostDesired) names(sum string) bool {
@@ -66,10 +70,14 @@ func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, err
 }
 
 // set sets (e.Release > 0) or removes app in d; it reports whether that
-// changed anything.
+// changed anything. An app runs on a host through one group at a time:
+// an entry another group set is neither replaced nor removed.
 func (d *hostDesired) set(app string, e desiredEntry) bool {
 	cur, ok := d.Apps[app]
 	if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
+		return false
+	}
+	if ok && cur.Group != "" && e.Group != "" && cur.Group != e.Group {
 		return false
 	}
 	if d.Apps == nil {
@@ -157,9 +165,14 @@ func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
 	return doc, nil
 }
 
-// join registers a host with a join token and answers its credential. A
-// host joining again under the same name gets a new credential; the old
-// one stops working.
+// join registers a host with a join token and answers its credential.
+// A host's name is bound to its credential: a join under a name that is
+// taken is refused, unless the caller proves it is that host (its own
+// credential, when it joins again because its server's address changed)
+// or the join token was made to replace exactly that host and covers all
+// its groups (ferry agent join-token --replace). A host that so changes
+// groups loses the entries of the groups it left; a join never hands out
+// entries of a group its token does not cover.
 func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) error {
 	ctx := r.Context()
 	var req api.JoinRequest
@@ -177,7 +190,17 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 		return ferry.Errorf(ferry.EUNAUTH, "not a join token: make one with ferry agent join-token --group G")
 	}
 	var old hostRecord
-	if _, err := s.lookup(ctx, prefixHosts+req.Name, &old); err != nil {
+	oldRev, err := s.getJSON(ctx, prefixHosts+req.Name, &old)
+	if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
+		return err
+	}
+	exists := err == nil
+	if exists {
+		if err := s.mayRejoin(ctx, jt, old, req); err != nil {
+			return err
+		}
+	}
+	if err := s.useJoinToken(ctx, jt.ID); err != nil {
 		return err
 	}
 	cred, err := s.newToken(ctx, api.Token{Name: "host:" + req.Name, Role: api.RoleAgent, Host: req.Name, Groups: jt.Groups})
@@ -185,20 +208,92 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 		return err
 	}
 	h := hostRecord{Name: req.Name, Groups: jt.Groups, TokenID: cred.ID, Joined: time.Now().UTC()}
-	if err := s.putJSON(ctx, prefixHosts+h.Name, h); err != nil {
+	hb, err := json.Marshal(h)
+	if err != nil {
 		return err
+	}
+	// Written only if the record is still the one checked: two joins
+	// under one new name cannot both win.
+	if _, ok, err := s.st.CompareAndSwap(ctx, prefixHosts+h.Name, oldRev, hb, 0); err != nil || !ok {
+		s.st.Delete(context.WithoutCancel(ctx), prefixTokens+cred.ID)
+		if err != nil {
+			return err
+		}
+		return ferry.Errorf(ferry.EDENIED, "host %s joined meanwhile: the name is taken", h.Name)
 	}
 	if old.TokenID != "" {
 		if err := s.st.Delete(ctx, prefixTokens+old.TokenID); err != nil {
 			return err
 		}
 	}
+	if err := s.leaveGroups(ctx, h); err != nil {
+		return err
+	}
 	if err := s.converge(ctx, h); err != nil {
 		return err
 	}
 	p := &principal{Token: jt.Token}
-	s.auditReq(r, p, api.AuditEvent{Action: "host.join", Target: "host/" + h.Name, Detail: "groups " + strings.Join(h.Groups, ",")})
+	detail := "groups " + strings.Join(h.Groups, ",")
+	if exists {
+		detail += fmt.Sprintf(" (was %s; the old credential is revoked)", strings.Join(old.Groups, ","))
+	}
+	s.auditReq(r, p, api.AuditEvent{Action: "host.join", Target: "host/" + h.Name, Detail: detail})
 	return writeJSON(w, http.StatusOK, api.JoinResponse{Host: h.Name, Groups: h.Groups, Secret: cred.Secret})
+}
+
+// mayRejoin checks a join under the name of the existing host old.
+func (s *Server) mayRejoin(ctx context.Context, jt tokenRecord, old hostRecord, req api.JoinRequest) error {
+	if req.Credential != "" {
+		rec, err := s.checkToken(ctx, req.Credential)
+		if err == nil && rec.Role == api.RoleAgent && rec.Host == old.Name && rec.ID == old.TokenID {
+			if !subset(old.Groups, jt.Groups) {
+				return ferry.Errorf(ferry.EDENIED, "host %s is in %s; this join token covers only %s: join with a token for all of them", old.Name, strings.Join(old.Groups, ", "), strings.Join(jt.Groups, ", "))
+			}
+			return nil
+		}
+	}
+	if jt.Replace != old.Name {
+		return ferry.Errorf(ferry.EDENIED, "host %s has already joined: a join never takes over a host. If this machine replaces it, remove the old one first (ferry host rm %s) or make a join token for the replacement (ferry agent join-token --replace %s --group …); if it is another machine, give it another name (--name)", old.Name, old.Name, old.Name)
+	}
+	if !subset(old.Groups, jt.Groups) {
+		return ferry.Errorf(ferry.EDENIED, "host %s is in %s; the join token that replaces it covers only %s", old.Name, strings.Join(old.Groups, ", "), strings.Join(jt.Groups, ", "))
+	}
+	return nil
+}
+
+// useJoinToken counts one join against token id's uses, refusing it when
+// they are used up.
+func (s *Server) useJoinToken(ctx context.Context, id string) error {
+	_, err := update(ctx, s.st, prefixTokens+id, func(rec *tokenRecord, exists bool) error {
+		if !exists || rec.Revoked {
+			return ferry.Errorf(ferry.EUNAUTH, "join token was revoked")
+		}
+		if rec.Uses > 0 && rec.Used >= rec.Uses {
+			return ferry.Errorf(ferry.EUNAUTH, "join token %s is used up (%d of %d hosts joined): make another with ferry agent join-token", rec.ID, rec.Used, rec.Uses)
+		}
+		rec.Used++
+		return nil
+	})
+	return err
+}
+
+// leaveGroups removes from h's desired state the entries of groups h is
+// no longer in: its agent stops those apps and forgets their config.
+func (s *Server) leaveGroups(ctx context.Context, h hostRecord) error {
+	_, err := update(ctx, s.st, prefixDesired+h.Name, func(d *hostDesired, exists bool) error {
+		changed := false
+		for app, e := range d.Apps {
+			if !slices.Contains(h.Groups, e.Group) {
+				delete(d.Apps, app)
+				changed = true
+			}
+		}
+		if !changed {
+			return errSkip
+		}
+		return nil
+	})
+	return err
 }
 
 // converge gives a host its groups' current releases, so a host that
@@ -324,4 +419,21 @@ func (s *Server) lastSeen(h hostRecord, reps map[string]reportRecord) time.Time 
 		seen = v.(time.Time)
 	}
 	return seen
+}
+
+// otherGroups returns, of hosts, those that run app through a group other
+// than group, with that group: one app runs on a host through one group
+// at a time, so a rollout of group's release must not take them over.
+func (s *Server) otherGroups(ctx context.Context, app, group string, hosts []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, h := range hosts {
+		d, err := s.hostDesired(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		if e, ok := d.Apps[app]; ok && e.Group != "" && e.Group != group {
+			out[h] = e.Group
+		}
+	}
+	return out, nil
 }

@@ -38,7 +38,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if !nameRe.MatchString(app) {
 		return ferry.Errorf(ferry.EINVALID, "%s: name the artifact's app (ferry publish does; a ferry older than the server does not: update it)", api.AppHeader)
 	}
-	if err := p.scope(app, ""); err != nil {
+	if err := p.scopeApp(app); err != nil {
 		return err
 	}
 	var rec api.Artifact
@@ -151,7 +151,7 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p *princi
 		return err
 	}
 	app := r.URL.Query().Get("app")
-	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return (app != "" && a.App != app) || !p.allowed(a.App, "") })
+	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return (app != "" && a.App != app) || !p.coversApp(a.App) })
 	slices.SortFunc(arts, func(a, b api.Artifact) int { return a.Uploaded.Compare(b.Uploaded) })
 	return writeJSON(w, http.StatusOK, arts)
 }
@@ -179,7 +179,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) 
 		if s.signer != nil && r.Method == http.MethodGet {
 			return s.redirectToStore(w, r, art.App, sum)
 		}
-	} else if err := p.scope(art.App, ""); err != nil {
+	} else if err := s.mayDownload(ctx, p, art.App); err != nil {
 		return err
 	}
 	var offset, end int64 = 0, -1
@@ -242,4 +242,25 @@ func parseRange(rg string) (start, end int64, err error) {
 		}
 	}
 	return start, end, nil
+}
+
+// mayDownload checks that p may read app's artifacts: its scope covers
+// the app and, when it is scoped to some groups, one of them runs the app
+// (an artifact of an app that runs only in other groups is theirs).
+func (s *Server) mayDownload(ctx context.Context, p *principal, app string) error {
+	if err := p.scopeApp(app); err != nil {
+		return err
+	}
+	if p.coversGroup("") {
+		return nil
+	}
+	for _, g := range p.Groups {
+		var gr groupRelease
+		if ok, err := s.lookup(ctx, groupKey(app, g), &gr); err != nil {
+			return err
+		} else if ok {
+			return nil
+		}
+	}
+	return ferry.Errorf(ferry.EDENIED, "token %s may not read app %s's artifacts: the app runs in none of its groups (%s)", p.Name, app, strings.Join(p.Groups, ", "))
 }

@@ -44,8 +44,11 @@ func (s *Server) auditReq(r *http.Request, p *principal, ev api.AuditEvent) {
 }
 
 // listAudit answers the newest events, oldest first: ?limit=N (default
-// 100; 0 means all), only those of ?app=, ?group= and ?who= when given.
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal) error {
+// 100; 0 means all), only those of ?app=, ?group= and ?who= when given,
+// and only those within the caller's scope: a token scoped to some apps
+// or groups sees the events of those, not the server-wide ones (tokens,
+// hosts joining) that name no app or no group.
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q := r.URL.Query()
 	limit := 100
 	if v := q.Get("limit"); v != "" {
@@ -61,7 +64,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ *principal)
 	}
 	app, group, who := q.Get("app"), q.Get("group"), q.Get("who")
 	evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool {
-		return app != "" && e.App != app || group != "" && e.Group != group || who != "" && e.Who != who
+		return app != "" && e.App != app || group != "" && e.Group != group || who != "" && e.Who != who || !p.allowed(e.App, e.Group)
 	})
 	if limit > 0 && len(evs) > limit {
 		evs = evs[len(evs)-limit:]

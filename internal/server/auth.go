@@ -71,24 +71,75 @@ func (p *principal) require(role string) error {
 	return nil
 }
 
-// allowed reports whether p may touch app in group; "" skips a check.
-func (p *principal) allowed(app, group string) bool {
-	if app != "" && len(p.Apps) > 0 && !slices.Contains(p.Apps, app) {
-		return false
+// coversApp reports whether p's scope includes app; "" (no app in
+// particular: every app) only a token scoped to no apps covers.
+func (p *principal) coversApp(app string) bool {
+	if len(p.Apps) == 0 {
+		return true
 	}
-	return group == "" || len(p.Groups) == 0 || slices.Contains(p.Groups, group)
+	return app != "" && slices.Contains(p.Apps, app)
+}
+
+// coversGroup reports whether p's scope includes group; "" stands for
+// every group — app-wide config, which every group inherits — and only a
+// token scoped to no groups covers it.
+func (p *principal) coversGroup(group string) bool {
+	if len(p.Groups) == 0 {
+		return true
+	}
+	return group != "" && slices.Contains(p.Groups, group)
+}
+
+// allowed reports whether p may touch app in group. group "" means the
+// app as every group sees it (app-wide config, artifacts downloads of a
+// token scoped to no groups): only a token scoped to all groups may.
+func (p *principal) allowed(app, group string) bool {
+	return p.coversApp(app) && p.coversGroup(group)
 }
 
 // scope is allowed as an error.
 func (p *principal) scope(app, group string) error {
-	if p.allowed(app, group) {
+	if err := p.scopeApp(app); err != nil {
+		return err
+	}
+	if p.coversGroup(group) {
 		return nil
 	}
-	what := "app " + app
-	if !p.allowed(app, "") {
-		return ferry.Errorf(ferry.EDENIED, "token %s may not touch %s (it may: %s)", p.Name, what, strings.Join(p.Apps, ", "))
+	if group == "" {
+		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the groups %s, and app-wide config reaches every group: give --group", p.Name, strings.Join(p.Groups, ", "))
 	}
 	return ferry.Errorf(ferry.EDENIED, "token %s may not touch group %s (it may: %s)", p.Name, group, strings.Join(p.Groups, ", "))
+}
+
+// scopeApp checks app alone: for what belongs to the app and no group
+// (publishing an artifact, reading its releases).
+func (p *principal) scopeApp(app string) error {
+	if p.coversApp(app) {
+		return nil
+	}
+	return ferry.Errorf(ferry.EDENIED, "token %s may not touch app %s (it may: %s)", p.Name, app, strings.Join(p.Apps, ", "))
+}
+
+// within reports whether the scope of t (apps × groups, role) lies inside
+// p's: what a scoped admin may create, list and revoke.
+func (p *principal) within(t api.Token) bool {
+	if roleRank[t.Role] > roleRank[p.Role] && t.Role != roleJoin && t.Role != api.RoleAgent {
+		return false
+	}
+	if len(p.Apps) > 0 && (len(t.Apps) == 0 || !subset(t.Apps, p.Apps)) {
+		return false
+	}
+	return len(p.Groups) == 0 || (len(t.Groups) > 0 && subset(t.Groups, p.Groups))
+}
+
+// subset reports whether every element of a is in b.
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 func hashSecret(secret string) string {
@@ -199,9 +250,12 @@ func (s *Server) createTokenHandler(w http.ResponseWriter, r *http.Request, p *p
 	if req.TTL < 0 {
 		return ferry.Errorf(ferry.EINVALID, "ttl: negative")
 	}
-	t := api.Token{Name: req.Name, Role: req.Role, Apps: req.Apps, Groups: req.Groups}
+	t := api.Token{Name: req.Name, Role: req.Role, Apps: req.Apps, Groups: req.Groups, By: p.who()}
 	if req.TTL > 0 {
 		t.Expires = time.Now().Add(req.TTL).UTC()
+	}
+	if !p.within(t) {
+		return ferry.Errorf(ferry.EDENIED, "token %s (apps %s, groups %s) may create tokens only within its own scope: give --apps and --groups among those", p.Name, scopeList(p.Apps), scopeList(p.Groups))
 	}
 	tc, err := s.newToken(r.Context(), t)
 	if err != nil {
@@ -224,36 +278,97 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 			return ferry.Errorf(ferry.EINVALID, "group %q: use letters, digits, ., - and _", g)
 		}
 	}
+	if !subset(req.Groups, p.Groups) && len(p.Groups) > 0 {
+		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the groups %s: hosts it lets join must be in those", p.Name, strings.Join(p.Groups, ", "))
+	}
+	if req.Uses < 0 {
+		return ferry.Errorf(ferry.EINVALID, "uses: negative")
+	}
+	if req.Replace != "" {
+		if !nameRe.MatchString(req.Replace) {
+			return ferry.Errorf(ferry.EINVALID, "replace %q: a host name of letters, digits, ., - and _", req.Replace)
+		}
+		var h hostRecord
+		found, err := s.lookup(r.Context(), prefixHosts+req.Replace, &h)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return ferry.Errorf(ferry.ENOTFOUND, "replace: no host %s (a new host needs no --replace)", req.Replace)
+		}
+		if !subset(h.Groups, req.Groups) {
+			return ferry.Errorf(ferry.EDENIED, "replace: host %s is in %s; a token that takes it over must cover all of them (give --group for each)", h.Name, strings.Join(h.Groups, ", "))
+		}
+		req.Uses = 1
+	}
 	ttl := req.TTL
 	if ttl <= 0 {
-		ttl = 24 * time.Hour
+		ttl = DefaultJoinTTL
 	}
-	tc, err := s.newToken(r.Context(), api.Token{Name: "join:" + strings.Join(req.Groups, ","), Role: roleJoin, Groups: req.Groups, Expires: time.Now().Add(ttl).UTC()})
+	tc, err := s.newToken(r.Context(), api.Token{
+		Name: "join:" + strings.Join(req.Groups, ","), Role: roleJoin, Groups: req.Groups, Expires: time.Now().Add(ttl).UTC(),
+		Uses: req.Uses, Replace: req.Replace, By: p.who(),
+	})
 	if err != nil {
 		return err
 	}
-	s.auditReq(r, p, api.AuditEvent{Action: "join-token.create", Target: "token/" + tc.ID, Detail: "groups " + strings.Join(req.Groups, ",")})
+	detail := "groups " + strings.Join(req.Groups, ",")
+	if req.Replace != "" {
+		detail += ", replacing host " + req.Replace
+	}
+	s.auditReq(r, p, api.AuditEvent{Action: "join-token.create", Target: "token/" + tc.ID, Detail: detail})
 	return writeJSON(w, http.StatusCreated, tc)
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ *principal) error {
+// DefaultJoinTTL is how long a join token works when its creator gives no
+// TTL: long enough to provision a host, short enough that one copied into
+// a ticket or a shell history is soon useless.
+const DefaultJoinTTL = time.Hour
+
+// listJoinTokens answers the join tokens within the caller's scope,
+// revoked and expired ones included, oldest first.
+func (s *Server) listJoinTokens(w http.ResponseWriter, r *http.Request, p *principal) error {
+	return s.writeTokens(w, r, p, func(t api.Token) bool { return t.Role == roleJoin })
+}
+
+// writeTokens answers the stored tokens keep accepts that lie within p's
+// scope, oldest first.
+func (s *Server) writeTokens(w http.ResponseWriter, r *http.Request, p *principal, keep func(api.Token) bool) error {
 	recs, err := listJSON[tokenRecord](r.Context(), s.st, prefixTokens)
 	if err != nil {
 		return err
 	}
 	out := make([]api.Token, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, rec.Token)
+		if keep(rec.Token) && p.within(rec.Token) {
+			out = append(out, rec.Token)
+		}
 	}
 	slices.SortFunc(out, func(a, b api.Token) int { return a.Created.Compare(b.Created) })
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// scopeList names a scope for messages: "all" when it is unrestricted.
+func scopeList(names []string) string {
+	if len(names) == 0 {
+		return "all"
+	}
+	return strings.Join(names, ",")
+}
+
+// listTokens answers the API and host tokens within the caller's scope;
+// join tokens have their own listing.
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p *principal) error {
+	return s.writeTokens(w, r, p, func(t api.Token) bool { return t.Role != roleJoin })
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	id := r.PathValue("id")
 	found := false
 	_, err := update(r.Context(), s.st, prefixTokens+id, func(rec *tokenRecord, exists bool) error {
-		if !exists {
+		if !exists || !p.within(rec.Token) {
+			// Outside the caller's scope is as good as absent: a
+			// scoped admin learns nothing of other scopes' tokens.
 			return errSkip
 		}
 		found, rec.Revoked = true, true

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -275,7 +276,7 @@ func (s *Server) envFor(ctx context.Context, app string, rev int, group string) 
 func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	app, group := r.PathValue("app"), r.URL.Query().Get("group")
-	if err := p.scope(app, group); err != nil {
+	if err := p.readScope(app, group); err != nil {
 		return err
 	}
 	rev, err := s.revParam(ctx, r, "rev", app)
@@ -295,7 +296,9 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, p *principal)
 		out.Vars = append(out.Vars, cv)
 	}
 	for ks, v := range view(snap, group) {
-		add(ks[0], v, ks[1])
+		if p.readsScope(ks[1]) {
+			add(ks[0], v, ks[1])
+		}
 	}
 	slices.SortFunc(out.Vars, func(a, b api.ConfigVar) int {
 		return strings.Compare(a.Key+"\x00"+a.Scope, b.Key+"\x00"+b.Scope)
@@ -319,7 +322,7 @@ func (s *Server) revParam(ctx context.Context, r *http.Request, name, app string
 // configHistory lists an app's config revisions, newest first.
 func (s *Server) configHistory(w http.ResponseWriter, r *http.Request, p *principal) error {
 	app := r.PathValue("app")
-	if err := p.scope(app, ""); err != nil {
+	if err := p.scopeApp(app); err != nil {
 		return err
 	}
 	snaps, err := listJSON[configSnapshot](r.Context(), s.st, prefixConfigRev+app+"/")
@@ -328,7 +331,9 @@ func (s *Server) configHistory(w http.ResponseWriter, r *http.Request, p *princi
 	}
 	out := make([]api.ConfigRevision, 0, len(snaps))
 	for i := len(snaps) - 1; i >= 0; i-- {
-		out = append(out, snaps[i].ConfigRevision)
+		if p.readsScope(cmp.Or(snaps[i].Group, api.ScopeApp)) {
+			out = append(out, snaps[i].ConfigRevision)
+		}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -338,7 +343,7 @@ func (s *Server) configHistory(w http.ResponseWriter, r *http.Request, p *princi
 func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	app, group := r.PathValue("app"), r.URL.Query().Get("group")
-	if err := p.scope(app, group); err != nil {
+	if err := p.readScope(app, group); err != nil {
 		return err
 	}
 	from, err := s.revParam(ctx, r, "from", app)
@@ -364,6 +369,9 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, p *principal
 		return v.Value
 	}
 	fa, fb := view(a, group), view(b, group)
+	for _, m := range []map[[2]string]storedVar{fa, fb} {
+		maps.DeleteFunc(m, func(k [2]string, _ storedVar) bool { return !p.readsScope(k[1]) })
+	}
 	out := []api.ConfigDiff{}
 	for key, old := range fa {
 		nv, ok := fb[key]
@@ -381,4 +389,20 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	slices.SortFunc(out, func(x, y api.ConfigDiff) int { return strings.Compare(x.Key+"\x00"+x.Scope, y.Key+"\x00"+y.Scope) })
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// readScope checks a read of app's config as group sees it, or of every
+// scope when group is "": then readsScope leaves out the groups p may
+// not see.
+func (p *principal) readScope(app, group string) error {
+	if group == "" {
+		return p.scopeApp(app)
+	}
+	return p.scope(app, group)
+}
+
+// readsScope reports whether p may read config variables of scope (a
+// group, or api.ScopeApp: app-wide values, which every group's hosts see).
+func (p *principal) readsScope(scope string) bool {
+	return scope == api.ScopeApp || p.coversGroup(scope)
 }

@@ -5,8 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ferrydeploy/ferry/internal/artifact"
-	"github.com/ferrydeploy/ferry/internal/spec"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/spec"
 )
 
 // Deployment defaults.
@@ -65,6 +66,13 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	hosts, err := s.knownGroup(ctx, req.Group)
 	if err != nil {
 		return err
+	}
+	taken, err := s.otherGroups(ctx, req.App, req.Group, hosts)
+	if err != nil {
+		return err
+	}
+	for _, h := range slices.Sorted(maps.Keys(taken)) {
+		return ferry.Errorf(ferry.EINVALID, "host %s runs %s through group %s: an app runs on a host through one group at a time. Deploy it to %s there, or undeploy it from %s first", h, req.App, taken[h], taken[h], taken[h])
 	}
 	if req.WaitLock <= 0 {
 		// Refuse before a release is made for a deploy that cannot run.

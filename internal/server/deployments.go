@@ -104,6 +104,13 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	// A host that runs the app through another group is not this
+	// group's to roll back.
+	taken, err := s.otherGroups(ctx, req.App, req.Group, hosts)
+	if err != nil {
+		return err
+	}
+	hosts = slices.DeleteFunc(hosts, func(h string) bool { _, ok := taken[h]; return ok })
 	recs, err := listJSON[deployRecord](ctx, s.st, prefixDeploys)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -27,7 +28,11 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request, p *principal) error 
 	if req.Keep < 0 || req.MinAge < 0 {
 		return ferry.Errorf(ferry.EINVALID, "gc: keep and min_age cannot be negative")
 	}
-	cands, kept, err := s.gcCandidates(ctx, req, time.Now())
+	if !p.coversGroup("") {
+		// An app's artifacts serve every group it runs in.
+		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the groups %s; gc removes artifacts every group shares and needs a token scoped to all groups", p.Name, strings.Join(p.Groups, ", "))
+	}
+	cands, kept, err := s.gcCandidates(ctx, req, time.Now(), p.coversApp)
 	if err != nil {
 		return err
 	}
@@ -67,12 +72,13 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request, p *principal) error 
 }
 
 // gcCandidates are the artifacts gc may remove, oldest first, and how many
-// it keeps.
-func (s *Server) gcCandidates(ctx context.Context, req api.GCRequest, now time.Time) ([]api.Artifact, int, error) {
+// it keeps, among those of the apps app accepts (the caller's scope).
+func (s *Server) gcCandidates(ctx context.Context, req api.GCRequest, now time.Time, app func(string) bool) ([]api.Artifact, int, error) {
 	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
 	if err != nil {
 		return nil, 0, err
 	}
+	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return !app(a.App) })
 	refs, err := s.releasedArtifacts(ctx)
 	if err != nil {
 		return nil, 0, err

@@ -60,6 +60,8 @@ func (s *Server) apiRoutes() []route {
 		{"GET " + api.PathTokens, api.RoleAdmin, s.listTokens},
 		{"DELETE " + api.PathToken, api.RoleAdmin, s.revokeToken},
 		{"POST " + api.PathJoinTokens, api.RoleAdmin, s.createJoinToken},
+		{"GET " + api.PathJoinTokens, api.RoleAdmin, s.listJoinTokens},
+		{"DELETE " + api.PathHost, api.RoleAdmin, s.removeHost},
 		{"GET " + api.PathLocks, api.RoleAdmin, s.listLocks},
 		{"DELETE " + api.PathLock, api.RoleAdmin, s.breakLock},
 		{"GET " + api.PathAudit, api.RoleAdmin, s.listAudit},

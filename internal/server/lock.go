@@ -149,14 +149,16 @@ func (s *Server) release(ctx context.Context, l *lock) {
 	}
 }
 
-func (s *Server) listLocks(w http.ResponseWriter, r *http.Request, _ *principal) error {
+func (s *Server) listLocks(w http.ResponseWriter, r *http.Request, p *principal) error {
 	recs, err := listJSON[lockRecord](r.Context(), s.st, prefixLocks)
 	if err != nil {
 		return err
 	}
 	out := make([]api.Lock, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, rec.Lock)
+		if p.allowed(rec.App, rec.Group) {
+			out = append(out, rec.Lock)
+		}
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -165,6 +167,9 @@ func (s *Server) listLocks(w http.ResponseWriter, r *http.Request, _ *principal)
 // stops, failed.
 func (s *Server) breakLock(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
+	if err := p.scope(r.PathValue("app"), r.PathValue("group")); err != nil {
+		return err
+	}
 	key := lockKey(r.PathValue("app"), r.PathValue("group"))
 	kv, err := s.st.Get(ctx, key)
 	if ferry.ErrorCode(err) == ferry.ENOTFOUND {

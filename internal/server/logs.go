@@ -153,7 +153,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 		}
 	}
 	if len(allowed) == 0 {
-		if err := p.scope(req.App, ""); err != nil {
+		if err := p.scopeApp(req.App); err != nil {
 			return err
 		}
 		if h := q.Get("host"); h != "" {

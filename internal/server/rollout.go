@@ -321,8 +321,7 @@ func (s *Server) waitPromote(ctx context.Context, rec *deployRecord) error {
 // waitHealthy waits until every one of hosts reports rec's release
 // running and healthy, or one fails: rejected by its agent, lost, or not
 // healthy within the health timeout.
-// Only reports received after since count: a dead agent's last report may
-// show the very release it is asked to run, and must not pass for it.
+// Only reports received after since count, for success and failure alike.
 func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []string, since time.Time) error {
 	deadline := time.Now().Add(rec.HealthTimeout)
 	all, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
@@ -353,8 +352,14 @@ func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []str
 			}
 			rr, reported := reps[h]
 			ok, why := check(rec, rr.State.Apps[rec.App], reported)
-			stale := ok && rr.LastSeen.Before(since)
-			ok = ok && !stale
+			// A report from before this batch judges nothing, either way:
+			// it may show the release a dead agent was asked to run, or a
+			// refusal the host has since got over (a release signed after
+			// it was refused, a rollback to what the host still runs).
+			stale := reported && rr.LastSeen.Before(since)
+			if stale {
+				ok, why = false, ""
+			}
 			seen := s.lastSeen(known[h], reps)
 			switch {
 			case ok:

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,8 +19,13 @@ func (s *Server) makeRelease(w http.ResponseWriter, r *http.Request, p *principa
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if err := p.scope(app, req.Group); err != nil {
-		return err
+	// A release belongs to the app; making one deploys nothing.
+	check := p.scopeApp(app)
+	if req.Group != "" {
+		check = p.scope(app, req.Group)
+	}
+	if check != nil {
+		return check
 	}
 	rel, err := s.resolveRelease(r.Context(), p, api.DeployRequest{App: app, Group: req.Group, Version: req.Version, SHA256: req.SHA256})
 	if err != nil {
@@ -37,7 +43,7 @@ func (s *Server) addSignature(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil || n <= 0 {
 		return ferry.Errorf(ferry.EINVALID, "release %q: a release number", r.PathValue("n"))
 	}
-	if err := p.scope(app, ""); err != nil {
+	if err := p.scopeApp(app); err != nil {
 		return err
 	}
 	var sig signature.Signature
@@ -60,6 +66,41 @@ func (s *Server) addSignature(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
+	if err := s.resign(r.Context(), app, rel); err != nil {
+		return err
+	}
 	s.auditReq(r, p, api.AuditEvent{Action: "release.sign", Target: "release/" + app + "/" + label(n), Detail: "key " + signature.KeyID(sig.Key), App: app})
 	return writeJSON(w, http.StatusOK, rel)
+}
+
+// resign changes the desired entry of every host that wants rel, so
+// their blocking queries answer with its new signatures: an agent that
+// refused the release unsigned runs it once it is signed.
+func (s *Server) resign(ctx context.Context, app string, rel api.Release) error {
+	kvs, _, err := s.st.List(ctx, prefixDesired)
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		var d hostDesired
+		if err := unmarshal(kv, &d); err != nil {
+			return err
+		}
+		if e, ok := d.Apps[app]; !ok || e.Release != rel.Number || e.Signatures == len(rel.Signatures) {
+			continue
+		}
+		_, err := update(ctx, s.st, kv.Key, func(d *hostDesired, _ bool) error {
+			e, ok := d.Apps[app]
+			if !ok || e.Release != rel.Number {
+				return errSkip
+			}
+			e.Signatures = len(rel.Signatures)
+			d.Apps[app] = e
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

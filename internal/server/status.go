@@ -27,15 +27,30 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 	st := api.Status{Hosts: []api.Host{}}
 	now := time.Now()
 	for _, h := range hosts {
-		if !slices.ContainsFunc(h.Groups, func(g string) bool { return p.allowed("", g) }) {
+		groups := slices.DeleteFunc(slices.Clone(h.Groups), func(g string) bool { return !p.coversGroup(g) })
+		if len(groups) == 0 {
 			continue
 		}
-		seen := s.lastSeen(h, reps)
-		out := api.Host{Name: h.Name, Groups: h.Groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*agent.AppState{}}
-		for name, as := range reps[h.Name].State.Apps {
-			if (app == "" || name == app) && p.allowed(name, "") {
-				out.Apps[name] = as
+		// A token scoped to some groups sees only the apps the host runs
+		// through one of them, not what another group runs there.
+		var through map[string]desiredEntry
+		if !p.coversGroup("") {
+			d, err := s.hostDesired(ctx, h.Name)
+			if err != nil {
+				return err
 			}
+			through = d.Apps
+		}
+		seen := s.lastSeen(h, reps)
+		out := api.Host{Name: h.Name, Groups: groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*agent.AppState{}}
+		for name, as := range reps[h.Name].State.Apps {
+			if (app != "" && name != app) || !p.coversApp(name) {
+				continue
+			}
+			if through != nil && !p.coversGroup(through[name].Group) {
+				continue
+			}
+			out.Apps[name] = as
 		}
 		st.Hosts = append(st.Hosts, out)
 	}
@@ -83,7 +98,7 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	out := []api.App{}
 	for _, a := range apps {
-		if p.allowed(a.Name, "") {
+		if p.coversApp(a.Name) {
 			out = append(out, *a)
 		}
 	}
@@ -94,7 +109,7 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request, p *principal) 
 // listReleases answers an app's releases, oldest first.
 func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, p *principal) error {
 	app := r.PathValue("app")
-	if err := p.scope(app, ""); err != nil {
+	if err := p.scopeApp(app); err != nil {
 		return err
 	}
 	rels, err := listJSON[api.Release](r.Context(), s.st, prefixRels+app+"/")

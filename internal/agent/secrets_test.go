@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSecretsOnlyInEnvFile: the app's config (secrets among it) is on the
+// host only in the release's env file. state.json holds a digest; an
+// agent restarted from it still starts instances with the config (read
+// back from the env file) and does not redeploy; an app dropped from the
+// document (its host left the group) takes its env files with it.
+func TestSecretsOnlyInEnvFile(t *testing.T) {
+	root := t.TempDir()
+	desiredPath := filepath.Join(t.TempDir(), "desired.yaml")
+	art, sum := buildApp(t, "app", "v1", healthyWeb)
+	const secret = "s3cr3t-0f-the-group"
+	doc := "apps:\n" + entry("app", art, sum, "    env: {GREETING: "+secret+"}\n")
+	writeDesired(t, desiredPath, doc)
+	ta := startAgent(t, root, desiredPath)
+	st := ta.until("running", 20*time.Second, running("app", sum, 2))
+	rel := st.Apps["app"].Release
+	noSecret := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(root, StateFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), secret) {
+			t.Errorf("%s: state.json holds the config value:\n%s", when, b)
+		}
+	}
+	noSecret("after the deploy")
+	envFile := filepath.Join(root, AppsDir, "app", "env", rel)
+	if b, err := os.ReadFile(envFile); err != nil || !strings.Contains(string(b), secret) {
+		t.Fatalf("env file %s: %q %v; want the config in it", envFile, b, err)
+	}
+
+	// A restarted agent adopts the instances without redeploying, and an
+	// instance that crashes afterwards comes back with its config.
+	before := pids(st.Apps["app"])
+	ta.stop()
+	ta2 := startAgent(t, root, desiredPath)
+	st = ta2.until("adopted", 20*time.Second, running("app", sum, 2))
+	if got := pids(st.Apps["app"]); len(got) != len(before) || got[0] != before[0] || got[1] != before[1] {
+		t.Fatalf("after the restart pids are %v, want the adopted %v: the agent redeployed", got, before)
+	}
+	log := filepath.Join(root, AppsDir, "app", "logs", "web.1.log")
+	os.Truncate(log, 0)
+	syscall.Kill(-before[0], syscall.SIGKILL)
+	ta2.until("web.1 restarted with its config", 20*time.Second, func(st *State) bool {
+		if !running("app", sum, 2)(st) || pids(st.Apps["app"])[0] == before[0] {
+			return false
+		}
+		b, _ := os.ReadFile(log)
+		return strings.Contains(string(b), "greeting="+secret)
+	})
+	noSecret("after the restart")
+
+	// The app leaves this host: stopped, and no copy of its config stays.
+	writeDesired(t, desiredPath, "apps: {}\n")
+	ta2.until("stopped", 20*time.Second, func(st *State) bool {
+		as := st.Apps["app"]
+		return as != nil && as.State == AppStopped && len(as.Processes) == 0
+	})
+	if _, err := os.Stat(filepath.Join(root, AppsDir, "app", "env")); !os.IsNotExist(err) {
+		t.Errorf("the app's env files outlived it: %v", err)
+	}
+	noSecret("after the app left")
+}
