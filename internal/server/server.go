@@ -84,7 +84,7 @@ type Server struct {
 	url        string
 	caSHA      string
 	adminToken string
-	mux        *http.ServeMux
+	mux        http.Handler // the routes, behind securityHeaders
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
 	reportW       *reportWriter
