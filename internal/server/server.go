@@ -195,7 +195,7 @@ func (s *Server) setupTLS() error {
 		if err != nil {
 			return ferry.WrapError(ferry.EINVALID, err, "server: --tls-cert/--tls-key")
 		}
-		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.tls = tlsca.ServerConfigFor(cert)
 		return nil
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
