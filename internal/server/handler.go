@@ -86,7 +86,7 @@ func (s *Server) routes() {
 	}))
 	// Everything else is the web UI, which calls this same API in-process.
 	m.Handle("/", ui.New(m, s.log.With("part", "ui")))
-	s.mux = m
+	s.mux = securityHeaders(m)
 }
 
 // handler authenticates (unless role is roleNone), checks the role and

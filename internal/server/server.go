@@ -84,7 +84,7 @@ type Server struct {
 	url        string
 	caSHA      string
 	adminToken string
-	mux        *http.ServeMux
+	mux        http.Handler // the routes, behind securityHeaders
 	// desiredMirror answers agents' blocking queries from memory.
 	desiredMirror *mirror
 	reportW       *reportWriter
@@ -195,7 +195,7 @@ func (s *Server) setupTLS() error {
 		if err != nil {
 			return ferry.WrapError(ferry.EINVALID, err, "server: --tls-cert/--tls-key")
 		}
-		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.tls = tlsca.ServerConfigFor(cert)
 		return nil
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}

@@ -94,10 +94,32 @@ func ServerConfig(files *Files) (*tls.Config, error) {
 		return nil, fmt.Errorf("tlsca: %s: %w", files.CACert, err)
 	}
 	cert.Certificate = append(cert.Certificate, caDER)
+	return ServerConfigFor(cert), nil
+}
+
+// ServerConfigFor is the server's TLS settings around cert, its own or an
+// operator's: TLS 1.2 with only the aeadSuites, or TLS 1.3 as Go does it
+// (its suites are all AEAD and not configurable).
+func ServerConfigFor(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
-	}, nil
+		CipherSuites: aeadSuites(),
+	}
+}
+
+// aeadSuites are the TLS 1.2 suites the server accepts: ECDHE key exchange
+// (forward secrecy) with AES-GCM or ChaCha20-Poly1305, for ECDSA and RSA
+// certificates. Go's defaults also accept CBC suites with SHA-1 MACs.
+func aeadSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
 }
 
 // keyPair is a parsed certificate and its key.

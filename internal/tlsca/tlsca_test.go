@@ -320,3 +320,63 @@ func readAll(t *testing.T, f *Files) map[string]string {
 	}
 	return m
 }
+
+// TestServerConfigSuites: a TLS 1.2 client that offers only a CBC suite
+// (with a SHA-1 or SHA-256 MAC) finds no suite in common with the
+// server; one that offers an AEAD suite gets it; TLS 1.3 works as Go has
+// it.
+func TestServerConfigSuites(t *testing.T) {
+	f := ensure(t, t.TempDir())
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverConfig(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	for _, tc := range []struct {
+		version uint16
+		suite   uint16
+		ok      bool
+	}{
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, false},
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, true},
+		{tls.VersionTLS12, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{tls.VersionTLS13, 0, true},
+	} {
+		name := tls.CipherSuiteName(tc.suite)
+		if tc.version == tls.VersionTLS13 {
+			name = "TLS 1.3"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := PinnedClient(f.CASHA256)
+			cfg.MinVersion, cfg.MaxVersion = tc.version, tc.version
+			if tc.suite != 0 {
+				cfg.CipherSuites = []uint16{tc.suite}
+			}
+			c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+			if err == nil {
+				defer c.Close()
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("handshake: %v", err)
+			case !tc.ok && err == nil:
+				t.Fatalf("handshake with only %s succeeded", name)
+			case tc.ok && c.ConnectionState().Version != tc.version:
+				t.Fatalf("handshake in %s", tls.VersionName(c.ConnectionState().Version))
+			}
+		})
+	}
+}

@@ -21,6 +21,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
@@ -80,11 +82,10 @@ func New(apiHandler http.Handler, log *slog.Logger) *UI {
 	return u
 }
 
+// ServeHTTP serves a page with the UI's Content-Security-Policy; the
+// server sets the headers every answer of it carries (HSTS, nosniff, …).
 func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "same-origin")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	u.mux.ServeHTTP(w, r)
 }
 
@@ -374,10 +375,34 @@ func clearCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 }
 
-// safeNext keeps a redirect after sign-in on this site.
+// safeNext keeps a redirect after sign-in on this site: next must be a
+// path of this server ("/apps/web?group=prod"), else it is "/". Browsers
+// drop tabs and newlines from a URL and read a backslash as "/", so
+// "/<TAB>/evil" and "/\evil" are "//evil" to them: another host. Hence one
+// "/" first, then no "/", nothing but printable characters other than
+// space and backslash, and the same of the path once percent-decoded
+// ("/%2F/evil"), in case something decodes it again on the way.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !localPath(next) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Opaque != "" || u.User != nil || u.Host != "" || !localPath(u.Path) {
 		return "/"
 	}
 	return next
+}
+
+// localPath says whether p starts with exactly one "/" and holds only
+// printable characters other than space and backslash.
+func localPath(p string) bool {
+	if p == "" || p[0] != '/' || strings.HasPrefix(p, "//") || !utf8.ValidString(p) {
+		return false
+	}
+	for _, r := range p {
+		if !unicode.IsPrint(r) || r == ' ' || r == '\\' {
+			return false
+		}
+	}
+	return true
 }
