@@ -317,11 +317,18 @@ exited, restarting). With -f it keeps printing new lines, across rotations.`,
 // ("web.1 | ") when there are several; with follow, concurrently.
 func tailAll(ctx context.Context, paths []string, n int, follow bool, out io.Writer) error {
 	var mu sync.Mutex
+	// An app's output must not drive the operator's terminal: there,
+	// control characters are shown escaped, as ferry logs does.
+	tty := logsToTerminal(out)
 	writer := func(path string) io.Writer {
-		if len(paths) == 1 {
+		if len(paths) == 1 && !tty {
 			return out
 		}
-		return &prefixWriter{prefix: strings.TrimSuffix(filepath.Base(path), ".log") + " | ", out: out, mu: &mu}
+		prefix := ""
+		if len(paths) > 1 {
+			prefix = terminalSafe(strings.TrimSuffix(filepath.Base(path), ".log")) + " | "
+		}
+		return &prefixWriter{prefix: prefix, out: out, mu: &mu, escape: tty}
 	}
 	if !follow {
 		for _, p := range paths {
@@ -350,6 +357,7 @@ type prefixWriter struct {
 	prefix string
 	out    io.Writer
 	mu     *sync.Mutex
+	escape bool // show control characters escaped (terminalSafe)
 	buf    []byte
 }
 
@@ -360,8 +368,12 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			return len(p), nil
 		}
+		line := w.buf[:i+1]
+		if w.escape {
+			line = []byte(terminalSafe(string(line[:i])) + "\n")
+		}
 		w.mu.Lock()
-		_, err := fmt.Fprintf(w.out, "%s%s", w.prefix, w.buf[:i+1])
+		_, err := fmt.Fprintf(w.out, "%s%s", w.prefix, line)
 		w.mu.Unlock()
 		w.buf = w.buf[i+1:]
 		if err != nil {

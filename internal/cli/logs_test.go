@@ -146,3 +146,24 @@ func TestLogsEscapesOnTerminal(t *testing.T) {
 
 // realLogsToTerminal is logsToTerminal as ferry has it.
 var realLogsToTerminal = logsToTerminal
+
+// TestAgentLogsEscapesOnTerminal: ferry agent logs, which reads the log
+// files on the host, shows an app's escape sequences escaped on a
+// terminal and passes them through to a pipe.
+func TestAgentLogsEscapesOnTerminal(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "web.1.log")
+	os.WriteFile(path, []byte("2026-12-04T00:00:00Z \x1b]0;pwned\x07\x1b[2Jhi\n"), 0o600)
+	for _, tty := range []bool{true, false} {
+		logsToTerminal = func(io.Writer) bool { return tty }
+		var b bytes.Buffer
+		if err := tailAll(t.Context(), []string{path}, 10, false, &b); err != nil {
+			t.Fatal(err)
+		}
+		raw := strings.Contains(b.String(), "\x1b")
+		if tty == raw || !strings.Contains(b.String(), "hi") {
+			t.Errorf("to a terminal %v: %q", tty, b.String())
+		}
+	}
+	logsToTerminal = realLogsToTerminal
+}
