@@ -17,6 +17,7 @@ var statuses = map[string]int{
 	ferry.ELOCKED:      http.StatusConflict,
 	ferry.EHEALTH:      http.StatusUnprocessableEntity,
 	ferry.EUNAVAILABLE: http.StatusServiceUnavailable,
+	ferry.ETOOLARGE:    http.StatusRequestEntityTooLarge,
 }
 
 // HTTPStatus is the status an error of kind code is answered with.

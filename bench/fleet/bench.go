@@ -366,7 +366,8 @@ func (b *Bench) startServer(ctx context.Context, data, storeURL string) (stop fu
 		os.Setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
 	}
 	if b.Opt.ServerBin != "" {
-		args := []string{"--host-lost-after", b.Opt.HostLostAfter.String()}
+		// Every agent connects from 127.0.0.1: no per-address cap.
+		args := []string{"--host-lost-after", b.Opt.HostLostAfter.String(), "--max-conns-per-ip", "0"}
 		if storeURL != "" {
 			args = append(args, "--store", storeURL)
 		}
@@ -380,7 +381,7 @@ func (b *Bench) startServer(ctx context.Context, data, storeURL string) (stop fu
 		b.srvProc, b.url, b.token, b.caSHA = p, url, token, ca
 		return func() error { p.stop(); return nil }, nil
 	}
-	cfg := server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server")}
+	cfg := server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server"), MaxConnsPerIP: -1}
 	closeStore := func() {}
 	if storeURL != "" {
 		bs, err := blob.Open(ctx, storeURL)

@@ -20,6 +20,8 @@ func newServer(env Env) *cobra.Command {
 		ef        etcdFlags
 		direct    bool
 		signedTTL time.Duration
+		perIP     int
+		maxUpload string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -48,7 +50,15 @@ under artifacts/<app>/<sha256>.tar.zst; credentials come from the cloud SDKs'
 usual places (AWS_* or ~/.aws, instance roles; GOOGLE_APPLICATION_CREDENTIALS
 or the metadata server), never from flags. With --direct-download agents fetch
 artifacts straight from the bucket with short-lived signed URLs the server
-hands out, so the server does not carry a big fleet's downloads.`,
+hands out, so the server does not carry a big fleet's downloads.
+
+What one client can hold is bounded: request headers must arrive within 10 s
+and a request body within 30 s (an upload may take longer while its bytes
+keep coming); one client address (an IPv6 /64) may hold --max-conns-per-ip
+connections and all clients together --max-conns, at most what the open-file
+limit allows less a quarter for files. An agent holds three or four
+connections: raise --max-conns-per-ip when many agents share one NAT address
+or reach the server through a proxy.`,
 		Example: `  ferry server --data /var/lib/ferry-server --listen :7400
   ferry server --data ./srv --listen 127.0.0.1:7400 --advertise https://deploy.example.com:7400
   ferry server --data /var/lib/ferry-server --state etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379
@@ -62,6 +72,22 @@ hands out, so the server does not carry a big fleet's downloads.`,
 			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 				return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
 			}
+			if cfg.MaxConns < 0 {
+				return usageError{fmt.Errorf("--max-conns %d: want a positive number, or 0 for what the open-file limit allows", cfg.MaxConns)}
+			}
+			switch {
+			case perIP < 0:
+				return usageError{fmt.Errorf("--max-conns-per-ip %d: want a positive number, or 0 for no per-address cap", perIP)}
+			case perIP == 0:
+				cfg.MaxConnsPerIP = -1
+			default:
+				cfg.MaxConnsPerIP = perIP
+			}
+			n, err := parseBytes(maxUpload)
+			if err != nil || n <= 0 {
+				return usageError{fmt.Errorf("--max-artifact-size %q: want a positive size like 2GiB or 500MB", maxUpload)}
+			}
+			cfg.MaxArtifactSize = n
 			var lvl slog.Level
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
@@ -113,6 +139,9 @@ hands out, so the server does not carry a big fleet's downloads.`,
 	f.BoolVar(&direct, "direct-download", false, "agents download artifacts straight from the --store bucket with signed URLs")
 	f.DurationVar(&signedTTL, "signed-url-ttl", 10*time.Minute, "how long a --direct-download URL is valid")
 	f.StringVar(&stateURL, "state", "", "state store: bolt:///path/state.db or etcd://HOST:2379,… (default bolt at DATA/state.db)")
+	f.IntVar(&cfg.MaxConns, "max-conns", 0, "most connections open at once (0: what the open-file limit allows, less a quarter kept for files)")
+	f.IntVar(&perIP, "max-conns-per-ip", server.DefaultMaxConnsPerIP, "most connections one client address (an IPv6 /64) may hold open; 0: no cap")
+	f.StringVar(&maxUpload, "max-artifact-size", "2GiB", "refuse uploads of artifacts bigger than this (413)")
 	ef.add(f)
 	cmd.AddCommand(newServerMigrate(env))
 	return cmd

@@ -50,3 +50,50 @@ func TestServerFirstStartPrintsTokenOnce(t *testing.T) {
 		t.Errorf("second start printed the token again:\n%s", again)
 	}
 }
+
+// TestServerLimitFlags: --max-conns, --max-conns-per-ip and
+// --max-artifact-size reach the server, which says what it uses; bad
+// values are usage errors that say what to give.
+func TestServerLimitFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-conns", "-1"}, "--max-conns -1: want a positive number"},
+		{[]string{"--max-conns-per-ip", "-5"}, "--max-conns-per-ip -5: want a positive number, or 0"},
+		{[]string{"--max-artifact-size", "big"}, `--max-artifact-size "big": want a positive size`},
+		{[]string{"--max-artifact-size", "0"}, `--max-artifact-size "0": want a positive size`},
+	} {
+		out, code := runCLI(t, append([]string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, tc.args...)...)
+		if code != ExitUsage || !strings.Contains(out, tc.want) {
+			t.Errorf("ferry server %v: exit %d, output %q; want 2 and %q", tc.args, code, out, tc.want)
+		}
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-conns", "40", "--max-conns-per-ip", "7", "--max-artifact-size", "1KiB"}, "max_conns=40 max_conns_per_ip=7 max_artifact_size=1024"},
+		{[]string{"--max-conns-per-ip", "0"}, "max_conns_per_ip=0 max_artifact_size=2147483648"},
+		{nil, "max_conns_per_ip=256 "},
+	} {
+		var out, errb syncBuffer
+		cmd := newServer(Env{Stdout: &out, Stderr: &errb})
+		cmd.SetArgs(append([]string{"--data", t.TempDir(), "--listen", "127.0.0.1:0"}, tc.args...))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- cmd.ExecuteContext(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(errb.String(), "serving") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("ferry server %v: %v\n%s", tc.args, err, errb.String())
+		}
+		if !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("ferry server %v: the log does not say %q:\n%s", tc.args, tc.want, errb.String())
+		}
+	}
+}

@@ -58,6 +58,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if r.ContentLength < 0 {
 		return ferry.Errorf(ferry.EINVALID, "upload: send a Content-Length")
 	}
+	// Refused before a byte is read (a client that asked 100-continue
+	// sends none), and the store never sees more than Content-Length.
+	if max := s.cfg.maxArtifactSize(); r.ContentLength > max {
+		return ferry.Errorf(ferry.ETOOLARGE, "upload: the artifact is %d bytes, over this server's limit of %d (ferry server --max-artifact-size)", r.ContentLength, max)
+	}
 	key := store.ArtifactKey(app, sum)
 	// Bytes under the key with no record: an upload that failed after
 	// storing them, or a bucket another server filled. Keep them only if
@@ -75,6 +80,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 		}
 	}
 	if !had {
+		// A deployer's upload over a slow link takes as long as it
+		// takes, as long as it moves.
+		streamBody(r, s.cfg.uploadStall())
 		vr := &verifyReader{r: r.Body, h: sha256.New(), want: sum, size: r.ContentLength}
 		if err := s.blobs.Put(ctx, key, vr, r.ContentLength); err != nil {
 			return err

@@ -277,6 +277,7 @@ func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *princip
 		return ferry.Errorf(ferry.ENOTFOUND, "no log request %s for host %s (the client went away)", r.PathValue("id"), p.Host)
 	}
 	defer sess.end()
+	streamBody(r, 0) // lines come when the app writes them: a quiet app is no stalled client
 	sc := bufio.NewScanner(r.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -69,6 +69,19 @@ type Config struct {
 	// carry a big fleet's downloads. The store must sign URLs (URLSigner).
 	DirectDownload time.Duration
 	Logger         *slog.Logger
+
+	// What one client can hold (see limits.go for the defaults' reasons).
+	// MaxConns caps the connections open at once: 0, or more than the
+	// open-file limit allows, means that limit less a reserve for files.
+	// MaxConnsPerIP caps those from one client address (an IPv6 /64):
+	// 0 means DefaultMaxConnsPerIP, less than 0 no cap.
+	MaxConns, MaxConnsPerIP int
+	// MaxArtifactSize refuses bigger uploads (0: DefaultMaxArtifactSize).
+	MaxArtifactSize int64
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (0: DefaultBodyTimeout); an upload instead may go UploadStall
+	// without a byte (0: DefaultUploadStall).
+	BodyTimeout, UploadStall time.Duration
 }
 
 // Server is a running control server.
@@ -236,16 +249,25 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	total, perAddr, clamped := connCaps(s.cfg.MaxConns, s.cfg.MaxConnsPerIP, fdLimit())
+	if clamped {
+		s.log.Warn("--max-conns is more than the open-file limit allows; raise that limit (ulimit -n, systemd's LimitNOFILE=) to use it",
+			"max_conns", s.cfg.MaxConns, "using", total, "nofile", fdLimit())
+	}
+	ln := newConnLimiter(s.ln, total, perAddr, s.log)
 	srv := &http.Server{
-		Handler:           s.mux,
+		// Headers within 10 s, bodies within the body timeout: a client
+		// trickling either gives its connection back soon after.
+		Handler:           s.limitBodies(s.mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idleTimeout,
 		// Requests end with ctx, so blocking queries do not hold shutdown.
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(s.ln, s.tls)) }()
-	s.log.Info("serving", "url", s.url, "listen", s.ln.Addr().String())
+	go func() { errc <- srv.Serve(tls.NewListener(ln, s.tls)) }()
+	s.log.Info("serving", "url", s.url, "listen", s.ln.Addr().String(), "max_conns", total, "max_conns_per_ip", perAddr, "max_artifact_size", s.cfg.maxArtifactSize())
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
