@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -269,31 +270,94 @@ func (s *Server) agentLogRequests(w http.ResponseWriter, r *http.Request, p *pri
 }
 
 // agentLogData passes an agent's stream of lines to the client that asked
-// for them, until the stream ends or the client goes away; then it answers
-// 204, which tells the agent to stop.
+// for them, until the stream ends or the client goes away. Then it answers
+// at once, while the agent may still be sending: 204, which tells the agent
+// to stop tailing.
 func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *principal) error {
 	sess := s.logHub.get(r.PathValue("id"))
 	if sess == nil || sess.host != p.Host {
 		return ferry.Errorf(ferry.ENOTFOUND, "no log request %s for host %s (the client went away)", r.PathValue("id"), p.Host)
 	}
 	defer sess.end()
-	sc := bufio.NewScanner(r.Body)
+	// The agent stops when it is answered, so the answer must go out
+	// while its body still comes. Without full duplex (or Connection:
+	// close), net/http's HTTP/1 server reads up to 256 KB more of a body
+	// the handler left unread before it sends the answer, and a quiet
+	// log may take hours to send that much. (HTTP/2 is always full
+	// duplex.)
+	rc := http.NewResponseController(w)
+	rc.EnableFullDuplex()
+	lines := make(chan api.LogLine)
+	read := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() { read <- readLogLines(r.Body, lines, stop) }()
+	// answer answers err (nil: 204), while the agent may still be
+	// sending, and makes sure the reader stopped.
+	reading, ended := true, false // the reader runs; the body ended
+	answer := func(err error) error {
+		if !ended && r.ProtoMajor == 1 {
+			// Else, after the handler, net/http would read on looking
+			// for the body's end, to reuse a connection whose body has
+			// not ended.
+			w.Header().Set("Connection", "close")
+		}
+		switch {
+		case r.Context().Err() != nil: // nobody to answer
+		case err != nil:
+			s.writeError(w, r, err)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+		rc.Flush()
+		if reading {
+			close(stop)
+			if rc.SetReadDeadline(time.Now()) == nil { // unblocks the reader's Read
+				<-read
+			}
+		}
+		return nil
+	}
+	for {
+		select {
+		case l := <-lines:
+			l.Host = p.Host
+			select {
+			case sess.lines <- l:
+			case <-sess.gone:
+				return answer(nil)
+			case <-r.Context().Done():
+				return answer(nil)
+			}
+		case err := <-read:
+			reading, ended = false, err == nil
+			if ferry.ErrorCode(err) == ferry.EINVALID {
+				return answer(err)
+			}
+			// The stream ended, or broke (then nobody hears the answer).
+			return answer(nil)
+		case <-sess.gone:
+			return answer(nil)
+		case <-r.Context().Done():
+			return answer(nil)
+		}
+	}
+}
+
+// readLogLines sends the NDJSON lines of body to lines until the body
+// ends (nil), a line is malformed, reading fails or stop is closed.
+func readLogLines(body io.Reader, lines chan<- api.LogLine, stop <-chan struct{}) error {
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var l api.LogLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return ferry.WrapError(ferry.EINVALID, err, "log line")
 		}
-		l.Host = p.Host
 		select {
-		case sess.lines <- l:
-		case <-sess.gone:
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		case <-r.Context().Done():
+		case lines <- l:
+		case <-stop:
 			return nil
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return sc.Err()
 }

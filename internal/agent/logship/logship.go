@@ -30,8 +30,12 @@ type Server interface {
 }
 
 // Serve answers log requests for the apps under appsDir
-// (appsDir/<app>/logs/<process>.<n>.log) until ctx is done.
+// (appsDir/<app>/logs/<process>.<n>.log) until ctx is done. log may be
+// nil.
 func Serve(ctx context.Context, srv Server, appsDir string, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		reqs, err := srv.LogRequests(ctx, time.Minute)
