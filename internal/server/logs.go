@@ -114,9 +114,11 @@ var processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 // logs streams the log lines of an app's processes from the hosts that
 // run it, as NDJSON: the last ?lines=N (default 100) of each instance,
 // only those of the last ?since=D, and with ?follow=1 new ones until the
-// client goes away.
+// client goes away or its token ends (revoked, expired), which a last
+// line, an api.ErrorBody, says.
 func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) error {
-	ctx := r.Context()
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
 	q := r.URL.Query()
 	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true"}
 	if !nameRe.MatchString(req.App) {
@@ -216,6 +218,15 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 		case <-ended:
 			left--
 		case <-ctx.Done():
+			if r.Context().Err() == nil {
+				// The token ended, not the request: say so in the
+				// stream, as an error answer would.
+				var eb api.ErrorBody
+				err := context.Cause(ctx)
+				eb.Error.Code, eb.Error.Message = ferry.ErrorCode(err), err.Error()
+				enc.Encode(eb)
+				rc.Flush()
+			}
 			return nil
 		}
 	}
@@ -266,19 +277,28 @@ func (s *Server) agentLogRequests(w http.ResponseWriter, r *http.Request, p *pri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, s.logHub.take(r.Context(), p.Host, wait))
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
+	reqs := s.logHub.take(ctx, p.Host, wait)
+	if ctx.Err() != nil {
+		return endedWhy(r, ctx)
+	}
+	return writeJSON(w, http.StatusOK, reqs)
 }
 
 // agentLogData passes an agent's stream of lines to the client that asked
-// for them, until the stream ends or the client goes away. Then it answers
-// at once, while the agent may still be sending: 204, which tells the agent
-// to stop tailing.
+// for them, until the stream ends, the client goes away or the agent's
+// credential ends. Then it answers at once, while the agent may still be
+// sending (204, or 401 for the credential), which tells the agent to stop
+// tailing.
 func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *principal) error {
 	sess := s.logHub.get(r.PathValue("id"))
 	if sess == nil || sess.host != p.Host {
 		return ferry.Errorf(ferry.ENOTFOUND, "no log request %s for host %s (the client went away)", r.PathValue("id"), p.Host)
 	}
 	defer sess.end()
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
 	// The agent stops when it is answered, so the answer must go out
 	// while its body still comes. Without full duplex (or Connection:
 	// close), net/http's HTTP/1 server reads up to 256 KB more of a body
@@ -317,6 +337,20 @@ func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *princip
 		}
 		return nil
 	}
+	// credEnded answers the end of the agent's credential to the agent,
+	// and tells the reader why this host's lines stop.
+	credEnded := func() error {
+		err := endedWhy(r, ctx)
+		cut := r.Context().Err() == nil // before answer's deadline ends r's context too
+		answer(err)
+		if cut {
+			select {
+			case sess.lines <- api.LogLine{Host: p.Host, Error: err.Error()}:
+			case <-sess.gone:
+			}
+		}
+		return nil
+	}
 	for {
 		select {
 		case l := <-lines:
@@ -325,8 +359,8 @@ func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *princip
 			case sess.lines <- l:
 			case <-sess.gone:
 				return answer(nil)
-			case <-r.Context().Done():
-				return answer(nil)
+			case <-ctx.Done():
+				return credEnded()
 			}
 		case err := <-read:
 			reading, ended = false, err == nil
@@ -337,8 +371,8 @@ func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *princip
 			return answer(nil)
 		case <-sess.gone:
 			return answer(nil)
-		case <-r.Context().Done():
-			return answer(nil)
+		case <-ctx.Done():
+			return credEnded()
 		}
 	}
 }
