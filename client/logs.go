@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 )
 
@@ -24,7 +25,9 @@ type LogQuery struct {
 }
 
 // Logs streams the log lines q selects from the agents, calling fn with
-// each, until the stream ends (or, with Follow, ctx does).
+// each, until the stream ends (or, with Follow, ctx does). A stream the
+// server ends because the token ended (revoked, expired) returns an
+// EUNAUTH error saying so.
 func (c *Client) Logs(ctx context.Context, q LogQuery, fn func(api.LogLine)) error {
 	v := url.Values{"app": {q.App}}
 	if q.Host != "" {
@@ -67,6 +70,13 @@ func (c *Client) Logs(ctx context.Context, q LogQuery, fn func(api.LogLine)) err
 	for sc.Scan() {
 		var l api.LogLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			// A stream the server ends early (the token was revoked or
+			// expired) ends with an error answer's body, whose "error" is
+			// an object, not a LogLine's string.
+			var eb api.ErrorBody
+			if json.Unmarshal(sc.Bytes(), &eb) == nil && eb.Error.Code != "" {
+				return &ferry.Error{Code: eb.Error.Code, Message: "logs: " + eb.Error.Message}
+			}
 			return fmt.Errorf("logs: unreadable line from %s: %w", base.Host, err)
 		}
 		fn(l)

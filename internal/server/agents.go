@@ -330,21 +330,28 @@ func (s *Server) groupHosts(ctx context.Context, group string) ([]hostRecord, er
 	return hosts, nil
 }
 
-// desired answers an agent's blocking query for its desired state.
+// desired answers an agent's blocking query for its desired state. The
+// query ends with 401 when its credential does while it waits, and the
+// credential is checked again right before the answer, which holds the
+// host's secrets, goes out.
 func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) error {
 	index, wait, err := blockingParams(r, 5*time.Minute, 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
 	val, idx, synced := s.desiredMirror.wait(ctx, prefixDesired+p.Host, index, wait)
-	if err := ctx.Err(); err != nil {
-		return err
+	if ctx.Err() != nil {
+		return endedWhy(r, ctx)
 	}
 	if !synced {
 		// The mirror lost its watch (the store is failing over): ask the
 		// store itself, which says what is wrong if it cannot answer.
 		if val, idx, err = s.waitKey(ctx, prefixDesired+p.Host, index, wait); err != nil {
+			if ctx.Err() != nil {
+				return endedWhy(r, ctx)
+			}
 			return err
 		}
 	}
@@ -355,6 +362,12 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) e
 		}
 	}
 	doc, err := s.doc(ctx, d)
+	if err == nil {
+		err = s.recheck(ctx, r)
+	}
+	if ctx.Err() != nil {
+		return endedWhy(r, ctx)
+	}
 	if err != nil {
 		return err
 	}

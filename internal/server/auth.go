@@ -365,7 +365,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p *principal
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) error {
 	id := r.PathValue("id")
 	found := false
-	_, err := update(r.Context(), s.st, prefixTokens+id, func(rec *tokenRecord, exists bool) error {
+	rec, err := update(r.Context(), s.st, prefixTokens+id, func(rec *tokenRecord, exists bool) error {
 		if !exists || !p.within(rec.Token) {
 			// Outside the caller's scope is as good as absent: a
 			// scoped admin learns nothing of other scopes' tokens.
@@ -380,6 +380,9 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p *principa
 	if !found {
 		return ferry.Errorf(ferry.ENOTFOUND, "no token %s", id)
 	}
+	// What the token has open here ends now; on other servers sharing the
+	// state, when their watch of the tokens sees the revoke.
+	s.revoker.end(id, errRevoked(rec.Name))
 	s.auditReq(r, p, api.AuditEvent{Action: "token.revoke", Target: "token/" + id})
 	w.WriteHeader(http.StatusNoContent)
 	return nil

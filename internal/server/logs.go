@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -113,9 +114,11 @@ var processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 // logs streams the log lines of an app's processes from the hosts that
 // run it, as NDJSON: the last ?lines=N (default 100) of each instance,
 // only those of the last ?since=D, and with ?follow=1 new ones until the
-// client goes away.
+// client goes away or its token ends (revoked, expired), which a last
+// line, an api.ErrorBody, says.
 func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) error {
-	ctx := r.Context()
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
 	q := r.URL.Query()
 	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true"}
 	if !nameRe.MatchString(req.App) {
@@ -215,6 +218,15 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 		case <-ended:
 			left--
 		case <-ctx.Done():
+			if r.Context().Err() == nil {
+				// The token ended, not the request: say so in the
+				// stream, as an error answer would.
+				var eb api.ErrorBody
+				err := context.Cause(ctx)
+				eb.Error.Code, eb.Error.Message = ferry.ErrorCode(err), err.Error()
+				enc.Encode(eb)
+				rc.Flush()
+			}
 			return nil
 		}
 	}
@@ -265,12 +277,20 @@ func (s *Server) agentLogRequests(w http.ResponseWriter, r *http.Request, p *pri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, s.logHub.take(r.Context(), p.Host, wait))
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
+	reqs := s.logHub.take(ctx, p.Host, wait)
+	if ctx.Err() != nil {
+		return endedWhy(r, ctx)
+	}
+	return writeJSON(w, http.StatusOK, reqs)
 }
 
 // agentLogData passes an agent's stream of lines to the client that asked
-// for them, until the stream ends or the client goes away; then it answers
-// 204, which tells the agent to stop.
+// for them, until the stream ends, the client goes away or the agent's
+// credential ends. Then it answers at once, while the agent may still be
+// sending (204, or 401 for the credential), which tells the agent to stop
+// tailing.
 func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *principal) error {
 	sess := s.logHub.get(r.PathValue("id"))
 	if sess == nil || sess.host != p.Host {
@@ -278,23 +298,101 @@ func (s *Server) agentLogData(w http.ResponseWriter, r *http.Request, p *princip
 	}
 	defer sess.end()
 	streamBody(r, 0) // lines come when the app writes them: a quiet app is no stalled client
-	sc := bufio.NewScanner(r.Body)
+	ctx, release := s.revoker.hold(r.Context(), p)
+	defer release()
+	// The agent stops when it is answered, so the answer must go out
+	// while its body still comes. Without full duplex (or Connection:
+	// close), net/http's HTTP/1 server reads up to 256 KB more of a body
+	// the handler left unread before it sends the answer, and a quiet
+	// log may take hours to send that much. (HTTP/2 is always full
+	// duplex.)
+	rc := http.NewResponseController(w)
+	rc.EnableFullDuplex()
+	lines := make(chan api.LogLine)
+	read := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() { read <- readLogLines(r.Body, lines, stop) }()
+	// answer answers err (nil: 204), while the agent may still be
+	// sending, and makes sure the reader stopped.
+	reading, ended := true, false // the reader runs; the body ended
+	answer := func(err error) error {
+		if !ended && r.ProtoMajor == 1 {
+			// Else, after the handler, net/http would read on looking
+			// for the body's end, to reuse a connection whose body has
+			// not ended.
+			w.Header().Set("Connection", "close")
+		}
+		switch {
+		case r.Context().Err() != nil: // nobody to answer
+		case err != nil:
+			s.writeError(w, r, err)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+		rc.Flush()
+		if reading {
+			close(stop)
+			if rc.SetReadDeadline(time.Now()) == nil { // unblocks the reader's Read
+				<-read
+			}
+		}
+		return nil
+	}
+	// credEnded answers the end of the agent's credential to the agent,
+	// and tells the reader why this host's lines stop.
+	credEnded := func() error {
+		err := endedWhy(r, ctx)
+		cut := r.Context().Err() == nil // before answer's deadline ends r's context too
+		answer(err)
+		if cut {
+			select {
+			case sess.lines <- api.LogLine{Host: p.Host, Error: err.Error()}:
+			case <-sess.gone:
+			}
+		}
+		return nil
+	}
+	for {
+		select {
+		case l := <-lines:
+			l.Host = p.Host
+			select {
+			case sess.lines <- l:
+			case <-sess.gone:
+				return answer(nil)
+			case <-ctx.Done():
+				return credEnded()
+			}
+		case err := <-read:
+			reading, ended = false, err == nil
+			if ferry.ErrorCode(err) == ferry.EINVALID {
+				return answer(err)
+			}
+			// The stream ended, or broke (then nobody hears the answer).
+			return answer(nil)
+		case <-sess.gone:
+			return answer(nil)
+		case <-ctx.Done():
+			return credEnded()
+		}
+	}
+}
+
+// readLogLines sends the NDJSON lines of body to lines until the body
+// ends (nil), a line is malformed, reading fails or stop is closed.
+func readLogLines(body io.Reader, lines chan<- api.LogLine, stop <-chan struct{}) error {
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var l api.LogLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return ferry.WrapError(ferry.EINVALID, err, "log line")
 		}
-		l.Host = p.Host
 		select {
-		case sess.lines <- l:
-		case <-sess.gone:
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		case <-r.Context().Done():
+		case lines <- l:
+		case <-stop:
 			return nil
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return sc.Err()
 }

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,4 +122,121 @@ func TestLogs(t *testing.T) {
 	if code, _ := ts.call("POST", "/v1/agent/logs/nope", cred, nil, nil); code != 404 {
 		t.Errorf("lines for an unknown request: %d, want 404", code)
 	}
+}
+
+// released is how soon what a closed or revoked request held must be let go.
+const released = 5 * time.Second
+
+// shipper is an agent's real client that counts its log uploads in flight.
+type shipper struct {
+	*client.Client
+	open atomic.Int32
+}
+
+func (s *shipper) SendLogs(ctx context.Context, id string, r io.Reader) error {
+	s.open.Add(1)
+	defer s.open.Add(-1)
+	return s.Client.SendLogs(ctx, id, r)
+}
+
+// shipHost is a host, web-1 in prod, that reports running hello and whose
+// agent (logship on a shipper) answers log requests from the server at
+// (which may be another than the one it joined) with the lines of
+// web.1.log.
+type shipHost struct {
+	cred string
+	log  string // the log file's path
+	ship *shipper
+}
+
+func startShipHost(t *testing.T, ts, at *testServer) *shipHost {
+	t.Helper()
+	cred := ts.join("web-1", "prod")
+	ts.report(cred, "web-1", "hello", "v1", "running", "")
+	apps := t.TempDir()
+	dir := filepath.Join(apps, "hello", "logs")
+	os.MkdirAll(dir, 0o755)
+	h := &shipHost{cred: cred, log: filepath.Join(dir, "web.1.log")}
+	os.WriteFile(h.log, []byte(time.Now().UTC().Format(time.RFC3339Nano)+" out hello\n"), 0o644)
+	c, err := client.New(at.srv.URL(), cred, at.srv.CASHA256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ship = &shipper{Client: c}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go logship.Serve(ctx, h.ship, apps, nil)
+	return h
+}
+
+// openFiles counts this process's file descriptors open on path: a
+// following logfile.Tail holds the live log open.
+func openFiles(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd to count open files: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// follow starts `ferry logs hello -f` as c and waits for its first line;
+// the lines after it come on lines, the answer of Logs on done.
+func follow(t *testing.T, ctx context.Context, c *client.Client) (lines <-chan api.LogLine, done <-chan error) {
+	t.Helper()
+	ch := make(chan api.LogLine, 16)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.Logs(ctx, client.LogQuery{App: "hello", Lines: 1, Follow: true}, func(l api.LogLine) { ch <- l })
+	}()
+	select {
+	case l := <-ch:
+		if !strings.HasSuffix(l.Line, "out hello") {
+			t.Fatalf("follow: first line %+v", l)
+		}
+	case err := <-errc:
+		t.Fatalf("follow ended before its first line: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow: no first line within 10s")
+	}
+	return ch, errc
+}
+
+// waitReleased waits until the agent has no upload in flight and no tail
+// holds its log open.
+func (h *shipHost) waitReleased(t *testing.T, since time.Time, what string) {
+	t.Helper()
+	for {
+		up, files := h.ship.open.Load(), openFiles(t, h.log)
+		if up == 0 && files == 0 {
+			return
+		}
+		if time.Since(since) > released {
+			t.Fatalf("%s: after %s the agent still has %d log upload(s) in flight and %d tail(s) of %s open", what, released, up, files, h.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLogsFollowClosed: when a follow's client goes away, the agent's
+// upload and its tail of the log end within seconds, though the log stays
+// quiet (nothing to write would tell the agent the reader is gone).
+func TestLogsFollowClosed(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	h := startShipHost(t, ts, ts)
+	admin, _ := client.New(ts.srv.URL(), ts.admin, ts.srv.CASHA256())
+	ctx, stop := context.WithCancel(context.Background())
+	_, done := follow(t, ctx, admin)
+	if n := openFiles(t, h.log); n == 0 {
+		t.Fatal("a following tail does not hold the log open: this test cannot see it end")
+	}
+	stop()
+	<-done
+	h.waitReleased(t, time.Now(), "client gone")
 }

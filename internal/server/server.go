@@ -102,6 +102,7 @@ type Server struct {
 	desiredMirror *mirror
 	reportW       *reportWriter
 	logHub        *logHub
+	revoker       *revoker // ends long requests of credentials that end
 	heard         sync.Map // host → time.Time of the last report this server received
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
@@ -184,6 +185,7 @@ func New(cfg Config) (s *Server, err error) {
 	s.desiredMirror = newMirror(s.st, prefixDesired)
 	s.reportW = newReportWriter(s.st)
 	s.logHub = newLogHub()
+	s.revoker = newRevoker(s.st)
 	s.routes()
 	return s, nil
 }
@@ -281,6 +283,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.reportW.run(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.revoker.run(ctx, func(err error) { s.log.Warn("token mirror", logErr, err) })
 	}()
 	var err error
 	select {

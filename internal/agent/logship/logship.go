@@ -30,8 +30,12 @@ type Server interface {
 }
 
 // Serve answers log requests for the apps under appsDir
-// (appsDir/<app>/logs/<process>.<n>.log) until ctx is done.
+// (appsDir/<app>/logs/<process>.<n>.log) until ctx is done. log may be
+// nil.
 func Serve(ctx context.Context, srv Server, appsDir string, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		reqs, err := srv.LogRequests(ctx, time.Minute)
@@ -59,8 +63,8 @@ func Serve(ctx context.Context, srv Server, appsDir string, log *slog.Logger) {
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // Answer streams the lines rq asks for to the server.
-func Answer(ctx context.Context, srv Server, appsDir string, rq api.LogRequest) error {
-	ctx, cancel := context.WithCancel(ctx)
+func Answer(parent context.Context, srv Server, appsDir string, rq api.LogRequest) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	pr, pw := io.Pipe()
 	sent := make(chan error, 1)
@@ -76,7 +80,9 @@ func Answer(ctx context.Context, srv Server, appsDir string, rq api.LogRequest) 
 		out.send(api.LogLine{Error: err.Error()})
 	}
 	pw.Close()
-	if serr := <-sent; serr != nil && ctx.Err() == nil {
+	// The upload's end cancelled ctx: only parent's says its error is
+	// no news.
+	if serr := <-sent; serr != nil && parent.Err() == nil {
 		return serr
 	}
 	return nil
