@@ -278,6 +278,10 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 			return ferry.Errorf(ferry.EINVALID, "group %q: use letters, digits, ., - and _", g)
 		}
 	}
+	if !p.coversApp("") {
+		// A host gets every app of its groups, and their secrets.
+		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the apps %s; a host that joins runs every app of its groups: join tokens need a token scoped to all apps", p.Name, strings.Join(p.Apps, ", "))
+	}
 	if !subset(req.Groups, p.Groups) && len(p.Groups) > 0 {
 		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the groups %s: hosts it lets join must be in those", p.Name, strings.Join(p.Groups, ", "))
 	}

@@ -23,6 +23,9 @@ func (s *Server) removeHost(w http.ResponseWriter, r *http.Request, p *principal
 	if !found {
 		return ferry.Errorf(ferry.ENOTFOUND, "no host %s (ferry status lists the hosts)", name)
 	}
+	if !p.coversApp("") {
+		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the apps %s; host %s runs every app of its groups: removing it needs a token scoped to all apps", p.Name, strings.Join(p.Apps, ", "), name)
+	}
 	for _, g := range h.Groups {
 		if !p.coversGroup(g) {
 			return ferry.Errorf(ferry.EDENIED, "host %s is in %s; token %s may touch only %s", name, strings.Join(h.Groups, ", "), p.Name, strings.Join(p.Groups, ", "))

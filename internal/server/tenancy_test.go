@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/ed25519"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -390,4 +391,122 @@ func TestRollbackJudgedOnFreshReports(t *testing.T) {
 	if rb.State != api.DeploySucceeded {
 		t.Errorf("the rollback to what the host runs: %s %s", rb.State, rb.Error)
 	}
+}
+
+// TestTenancyMatrix walks every API route (the server's own table) as the
+// principals a shared server must keep apart — an admin scoped to
+// staging, an admin scoped to another app, a viewer scoped to staging,
+// staging's agent, a revoked token — against a server where web runs in
+// prod only, with a prod secret and a prod plain value. Each route
+// answers as the table below says, and no answer, allowed or refused,
+// carries prod's secret, prod's plain value or another credential.
+func TestTenancyMatrix(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	const secret, plain = "prod-s3cr3t-4b1d", "prod-plain-value-8e2a"
+	web := ts.publish("web", "1.0.0")
+	prodCred := ts.join("web-1", "prod")
+	stagingCred := ts.join("web-2", "staging")
+	ts.must(200, "PATCH", "/v1/apps/web/config", ts.admin, api.ConfigChange{Group: "prod", Set: map[string]string{"API_KEY": secret}, Secret: true}, nil)
+	ts.must(200, "PATCH", "/v1/apps/web/config", ts.admin, api.ConfigChange{Group: "prod", Set: map[string]string{"DB_HOST": plain}}, nil)
+	var dep api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", SHA256: web.SHA256}, &dep)
+	ts.waitDesired(prodCred, "web", "v1")
+	jt := ts.joinToken(api.JoinTokenRequest{Groups: []string{"prod"}})
+	revoked := ts.token(api.TokenRequest{Name: "gone", Role: api.RoleAdmin})
+	ts.must(http.StatusNoContent, "DELETE", "/v1/tokens/"+tokenID(revoked), ts.admin, nil, nil)
+	who := map[string]string{
+		"admin(staging)":  ts.token(api.TokenRequest{Name: "as", Role: api.RoleAdmin, Groups: []string{"staging"}}),
+		"admin(other)":    ts.token(api.TokenRequest{Name: "ao", Role: api.RoleAdmin, Apps: []string{"other"}}),
+		"viewer(staging)": ts.token(api.TokenRequest{Name: "vs", Role: api.RoleViewer, Groups: []string{"staging"}}),
+		"agent(staging)":  stagingCred,
+		"revoked":         revoked,
+	}
+	// allowed[principal] lists the routes it may use; every other route
+	// answers 401 (revoked), 403 or 404 (what the caller may not see).
+	viewerRoutes := []string{"GET " + api.PathArtifacts, "GET " + api.PathApps, "GET " + api.PathReleases, "GET " + api.PathDeployments,
+		"GET " + api.PathStatus, "GET " + api.PathConfig, "GET " + api.PathConfigHistory, "GET " + api.PathConfigDiff, "GET " + api.PathWhoami}
+	adminReads := []string{"GET " + api.PathTokens, "DELETE " + api.PathToken, "GET " + api.PathJoinTokens, "GET " + api.PathLocks, "GET " + api.PathAudit}
+	allowed := map[string][]string{
+		"admin(staging)": append(append(slices.Clone(viewerRoutes), adminReads...),
+			"POST "+api.PathArtifacts, "POST "+api.PathSignatures),
+		"admin(other)": append(slices.DeleteFunc(slices.Clone(viewerRoutes), func(r string) bool {
+			return strings.Contains(r, "{app}") // web's
+		}), append(adminReads, "POST "+api.PathGC)...),
+		"viewer(staging)": viewerRoutes,
+		"agent(staging)":  {"GET " + api.PathWhoami, "GET " + api.PathAgentLogs, "POST " + api.PathAgentLogData, "GET " + api.PathDesired, "POST " + api.PathReport},
+		"revoked":         nil,
+	}
+	fill := strings.NewReplacer("{sha256}", web.SHA256, "{app}", "web", "{n}", "1", "{id}", dep.ID, "{group}", "prod", "{name}", "web-1")
+	bodies := map[string]string{
+		"POST " + api.PathDeployments: `{"app":"web","group":"prod","sha256":"` + web.SHA256 + `"}`,
+		"POST " + api.PathRollback:    `{"app":"web","group":"prod"}`,
+		"POST " + api.PathReleases:    `{"group":"prod","sha256":"` + web.SHA256 + `"}`,
+		"PATCH " + api.PathConfig:     `{"group":"prod","set":{"X":"1"}}`,
+		"POST " + api.PathTokens:      `{"name":"n","role":"viewer"}`,
+		"POST " + api.PathJoinTokens:  `{"groups":["prod"]}`,
+		"POST " + api.PathGC:          `{"keep":100,"min_age":3600000000000,"dry_run":true}`,
+		"POST " + api.PathSignatures:  `{}`,
+		"POST " + api.PathReport:      `{"state":{"host":"web-1","apps":{}}}`,
+	}
+	leaks := map[string]string{"prod's secret": secret, "prod's plain value": plain, "the admin token": ts.admin,
+		"prod's agent credential": prodCred, "a join token": jt.Secret}
+	for _, r := range ts.srv.apiRoutes() {
+		if r.role == roleNone {
+			continue
+		}
+		method, path, _ := strings.Cut(r.pattern, " ")
+		path = fill.Replace(path)
+		if strings.HasSuffix(r.pattern, api.PathLogs) || strings.HasSuffix(r.pattern, api.PathAgentLogs) {
+			path += "?app=web&wait=1ms"
+		}
+		for name, token := range who {
+			hdr := map[string]string{}
+			if r.pattern == "POST "+api.PathArtifacts {
+				hdr[api.SHA256Header], hdr[api.AppHeader] = web.SHA256, "web"
+			}
+			code, body := ts.raw(method, path, token, strings.NewReader(bodies[r.pattern]), hdr)
+			may := slices.Contains(allowed[name], r.pattern)
+			shown := body[:min(len(body), 200)]
+			switch {
+			case name == "revoked" && code != http.StatusUnauthorized:
+				t.Errorf("%s as %s: %d, want 401", r.pattern, name, code)
+			case may && (code == http.StatusUnauthorized || code == http.StatusForbidden):
+				t.Errorf("%s as %s: %d %q, want it allowed", r.pattern, name, code, shown)
+			case !may && code != http.StatusUnauthorized && code != http.StatusForbidden && code != http.StatusNotFound:
+				t.Errorf("%s as %s: %d %q, want 401, 403 or 404", r.pattern, name, code, shown)
+			}
+			for what, s := range leaks {
+				if strings.Contains(string(body), s) {
+					t.Errorf("%s as %s: the answer holds %s", r.pattern, name, what)
+				}
+			}
+		}
+	}
+	// Nothing the refused calls did stuck: the prod host is there, with
+	// web at v1 and its secret.
+	if d := ts.desired(prodCred, 0, 0); d.Doc.Apps["web"].Env["API_KEY"] != secret {
+		t.Errorf("prod's host lost web or its secret: %+v", d.Doc.Apps)
+	}
+}
+
+// raw sends a request and returns the status and the whole body.
+func (ts *testServer) raw(method, path, token string, body io.Reader, hdr map[string]string) (int, []byte) {
+	ts.t.Helper()
+	req, err := http.NewRequest(method, ts.srv.URL()+path, body)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		ts.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
