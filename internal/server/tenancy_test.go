@@ -167,7 +167,12 @@ func TestScopedAdmin(t *testing.T) {
 	if code, _ := ts.call("POST", api.PathJoinTokens, sa, api.JoinTokenRequest{Groups: []string{"prod"}}, nil); code != http.StatusForbidden {
 		t.Errorf("scoped admin made a prod join token: %d", code)
 	}
-	ts.must(201, "POST", api.PathJoinTokens, sa, api.JoinTokenRequest{Groups: []string{"staging"}}, nil)
+	// Even for its own group: the host would run every app of staging.
+	if code, _ := ts.call("POST", api.PathJoinTokens, sa, api.JoinTokenRequest{Groups: []string{"staging"}}, nil); code != http.StatusForbidden {
+		t.Errorf("admin scoped to app api made a join token: %d", code)
+	}
+	groupAdmin := ts.token(api.TokenRequest{Name: "ga", Role: api.RoleAdmin, Groups: []string{"staging"}})
+	ts.must(201, "POST", api.PathJoinTokens, groupAdmin, api.JoinTokenRequest{Groups: []string{"staging"}}, nil)
 
 	// Tokens: it sees its own scope's, and cannot revoke the admin's.
 	var toks []api.Token
