@@ -498,7 +498,9 @@ func TestFleet(t *testing.T) {
 		t.Logf("the deploy failed after %s:\n%s", took.Round(100*time.Millisecond), r.stderr)
 		// Rolling web-3 back cannot be confirmed either: its agent is
 		// dead, and its last report does not count for a newer request.
-		if !strings.Contains(r.stderr, "web-3: release v3 not running healthy after 3s") || !strings.Contains(r.stderr, "rolling back failed: web-3") {
+		// Its last report predates the deploy, so it judges nothing: the
+		// failure says no report came.
+		if !strings.Contains(r.stderr, "web-3: release v3 not confirmed within 3s: no report since") || !strings.Contains(r.stderr, "rolling back failed: web-3") {
 			t.Errorf("the failure does not name web-3, its timeout and the unconfirmed rollback:\n%s", r.stderr)
 		}
 		// One timeout for the deploy, one for rolling web-3 back: not a
