@@ -29,11 +29,11 @@ func retryEINTR[T any](f func() (T, error)) (T, error) {
 	}
 }
 
-// createFile creates name, which must not exist, for writing; it never
-// follows a symlink.
-func createFile(name string, perm os.FileMode) (*file, error) {
+// createFileAt creates base in the directory dirfd, which must not exist,
+// for writing; it never follows a symlink. name is for errors.
+func createFileAt(dirfd int, base, name string, perm os.FileMode) (*file, error) {
 	fd, err := retryEINTR(func() (int, error) {
-		return unix.Open(name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
+		return unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 	})
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // file is an *os.File here; see fd_linux.go for why Linux uses a bare fd.
@@ -15,12 +17,12 @@ type file struct {
 	name string
 }
 
-func createFile(name string, perm os.FileMode) (*file, error) {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
+func createFileAt(dirfd int, base, name string, perm os.FileMode) (*file, error) {
+	fd, err := unix.Openat(dirfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 	if err != nil {
-		return nil, err
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
-	return &file{f, name}, nil
+	return &file{os.NewFile(uintptr(fd), name), name}, nil
 }
 
 func openFile(name string) (*file, error) {

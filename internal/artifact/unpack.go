@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/fsutil"
 )
 
 // Limits bound what one artifact may unpack to, so a decompression bomb is
@@ -85,13 +88,37 @@ func Decompress(r io.Reader) (io.ReadCloser, error) {
 // fifo, a duplicate, or exceeding lim rejects the whole archive with an
 // error wrapping ErrUnsafe; the caller then removes dst. It never follows a
 // symlink while writing.
+//
+// Where a symlink points is decided on disk, not by its text: a/x -> ..
+// then b -> a/x/.. reads as "a" but climbs out of dst, because the `..`
+// starts from where a/x leads. So each symlink is resolved beneath dst
+// when it is written (fsutil.ResolveBeneath: openat2 with RESOLVE_BENEATH,
+// or the same walk by hand) and every one again once the archive is all
+// written, since a later entry can complete a chain an earlier link
+// starts. A link that dangles or loops leads nowhere and is accepted.
 func Unpack(ctx context.Context, r io.Reader, dst string, lim Limits) (Stats, error) {
 	return UnpackWith(ctx, r, dst, UnpackOptions{Limits: lim})
 }
 
 // UnpackWith is Unpack with options; see UnpackOptions.
-func UnpackWith(ctx context.Context, r io.Reader, dst string, opt UnpackOptions) (Stats, error) {
+func UnpackWith(ctx context.Context, r io.Reader, dst string, opt UnpackOptions) (_ Stats, err error) {
 	var st Stats
+	root, err := fsutil.OpenDir(dst)
+	if err != nil {
+		return st, fmt.Errorf("unpack: %w", err)
+	}
+	u := &unpacker{dst: dst, root: root, fd: -1, lim: opt.Limits, opt: opt, links: map[string]bool{}, files: map[string]bool{}, dirs: map[string]bool{".": true}}
+	defer u.close()
+	defer func() {
+		// Refused for whatever reason (a later entry, a corrupt stream,
+		// ctx): the tree is the caller's to remove, but a link that
+		// leads out of it is removed now, not left for it to forget.
+		if err != nil {
+			for _, name := range u.symlinks {
+				u.checkLink(name)
+			}
+		}
+	}()
 	dr, err := Decompress(r)
 	if err != nil {
 		return st, fmt.Errorf("unpack: %w", err)
@@ -99,7 +126,6 @@ func UnpackWith(ctx context.Context, r io.Reader, dst string, opt UnpackOptions)
 	defer dr.Close()
 	ra := newReadAhead(dr)
 	defer ra.close()
-	u := &unpacker{dst: dst, lim: opt.Limits, opt: opt, links: map[string]bool{}, files: map[string]bool{}, dirs: map[string]bool{".": true}}
 	if opt.Reuse != "" {
 		u.reuseDirs = map[string]bool{".": true}
 		u.uid = os.Geteuid()
@@ -123,23 +149,42 @@ func UnpackWith(ctx context.Context, r io.Reader, dst string, opt UnpackOptions)
 	if u.st.Files == 0 {
 		return u.st, fmt.Errorf("unpack: the archive is empty or not a tar archive")
 	}
+	// Now that nothing more is written, where every link leads is final.
+	for _, name := range u.symlinks {
+		if err := u.checkLink(name); err != nil {
+			return u.st, fmt.Errorf("unpack: %s: %w", name, err)
+		}
+	}
 	return u.st, nil
 }
 
 type unpacker struct {
 	dst  string
-	lim  Limits
-	opt  UnpackOptions
-	st   Stats
-	buf  []byte // copy and compare buffers, allocated once
-	obuf []byte
-	uid  int
+	root int // descriptor of dst, which every name is resolved beneath
+	// fd is the descriptor of the directory fdDir, the last one written
+	// in: an archive lists a directory's files together.
+	fd    int
+	fdDir string
+	lim   Limits
+	opt   UnpackOptions
+	st    Stats
+	buf   []byte // copy and compare buffers, allocated once
+	obuf  []byte
+	uid   int
 	// reuseDirs caches which directories under opt.Reuse are real
 	// directories (true) or not (false: a symlink, a file, missing).
 	reuseDirs map[string]bool
 	links     map[string]bool // symlinks written so far
+	symlinks  []string        // the same, in order, for the final check
 	files     map[string]bool // regular files written so far
 	dirs      map[string]bool
+}
+
+func (u *unpacker) close() {
+	if u.fd >= 0 {
+		unix.Close(u.fd)
+	}
+	unix.Close(u.root)
 }
 
 func unsafeErr(format string, args ...any) error {
@@ -182,78 +227,173 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 	if name == "." {
 		return nil
 	}
-	if err := u.parents(name); err != nil {
-		return err
-	}
+	dir, base := path.Split(name)
+	dir = path.Clean(dir)
 	if u.files[name] || u.links[name] || (u.dirs[name] && h.Typeflag != tar.TypeDir) {
 		return unsafeErr("the archive holds this path twice")
+	}
+	// Refuse what cannot be written before creating its parents.
+	switch h.Typeflag {
+	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink:
+	case tar.TypeChar, tar.TypeBlock:
+		return unsafeErr("device node")
+	case tar.TypeFifo:
+		return unsafeErr("fifo")
+	default:
+		return unsafeErr("entry of tar type %q is not allowed", h.Typeflag)
+	}
+	dfd, err := u.dirFD(dir)
+	if err != nil {
+		return err
 	}
 	target := filepath.Join(u.dst, filepath.FromSlash(name))
 	perm := os.FileMode(h.Mode) & 0o777
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if u.dirs[name] {
-			return os.Chmod(target, perm|0o700)
+			return pathErr("chmod", target, unix.Fchmodat(dfd, base, uint32(perm|0o700), 0))
 		}
 		u.dirs[name] = true
-		return os.Mkdir(target, perm|0o700)
+		return pathErr("mkdir", target, unix.Mkdirat(dfd, base, uint32(perm|0o700)))
 	case tar.TypeReg, tar.TypeRegA:
 		u.st.Bytes += h.Size
 		if u.lim.MaxBytes > 0 && u.st.Bytes > u.lim.MaxBytes {
 			return unsafeErr("unpacks to more than %d bytes (the limit on total size)", u.lim.MaxBytes)
 		}
 		u.files[name] = true
-		return u.writeFile(name, target, perm, h, r)
+		return u.writeFile(name, dfd, base, target, perm, h, r)
 	case tar.TypeSymlink:
 		l := h.Linkname
 		if l == "" || path.IsAbs(l) || strings.ContainsRune(l, 0) {
 			return unsafeErr("symlink to %q points outside the release", l)
 		}
-		if rel := path.Join(path.Dir(name), l); rel == ".." || strings.HasPrefix(rel, "../") {
+		if rel := path.Join(dir, l); rel == ".." || strings.HasPrefix(rel, "../") {
 			return unsafeErr("symlink to %q points outside the release", l)
 		}
+		if err := unix.Symlinkat(l, dfd, base); err != nil {
+			return pathErr("symlink", target, err)
+		}
 		u.links[name] = true
-		return os.Symlink(l, target)
-	case tar.TypeLink:
+		u.symlinks = append(u.symlinks, name)
+		return u.checkLink(name)
+	default: // tar.TypeLink
 		l, err := cleanName(h.Linkname)
 		if err != nil || !u.files[l] {
 			return unsafeErr("hard link to %q, which is not a file earlier in the archive", h.Linkname)
 		}
+		// l was written through real directories only, and nothing can
+		// turn one into a symlink since; resolving it beneath the root
+		// without symlinks again makes that the kernel's word.
+		ldir, lbase := path.Split(l)
+		sfd, err := fsutil.OpenDirBeneath(u.root, path.Clean(ldir))
+		if err != nil {
+			return fmt.Errorf("hard link to %q: %w", h.Linkname, beneathErr(err))
+		}
+		defer unix.Close(sfd)
 		u.files[name] = true
-		return os.Link(filepath.Join(u.dst, filepath.FromSlash(l)), target)
-	case tar.TypeChar, tar.TypeBlock:
-		return unsafeErr("device node")
-	case tar.TypeFifo:
-		return unsafeErr("fifo")
+		// Flags 0: a symlink named last is linked itself, not followed.
+		return pathErr("link", target, unix.Linkat(sfd, lbase, dfd, base, 0))
 	}
-	return unsafeErr("entry of tar type %q is not allowed", h.Typeflag)
 }
 
-// parents creates name's parent directories, refusing to go through a
-// symlink or a file.
-func (u *unpacker) parents(name string) error {
-	dir := path.Dir(name)
-	if u.dirs[dir] {
+// checkLink resolves the symlink name on disk beneath the release and
+// refuses it when any step leaves. Not existing (yet) is no escape. A
+// refused link is removed at once, so that not even a caller that forgets
+// to remove the rejected tree keeps a way out.
+func (u *unpacker) checkLink(name string) error {
+	err := fsutil.ResolveBeneath(u.root, name)
+	if errors.Is(err, fsutil.ErrOutside) {
+		t := u.unlink(name)
+		return unsafeErr("symlink to %q leads outside the release once the symlinks on its way are followed (a .. after a symlink climbs from where that symlink points, not from where it is); point it at its target without going through another link", t)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) && !errors.Is(err, unix.ELOOP) {
+		return err
+	}
+	return nil
+}
+
+// unlink removes the symlink name and returns its target, through a
+// descriptor of its directory opened beneath the root.
+func (u *unpacker) unlink(name string) string {
+	dir, base := path.Split(name)
+	fd, err := fsutil.OpenDirBeneath(u.root, path.Clean(dir))
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 4096)
+	n, _ := unix.Readlinkat(fd, base, b)
+	unix.Unlinkat(fd, base, 0)
+	return string(b[:max(n, 0)])
+}
+
+// beneathErr makes an error of fsutil.OpenDirBeneath one of the archive's
+// when it is about what the path meets on disk; the others (EMFILE, EIO)
+// are the host's.
+func beneathErr(err error) error {
+	if errors.Is(err, fsutil.ErrOutside) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return unsafeErr("%v", err)
+	}
+	return err
+}
+
+func pathErr(op, name string, err error) error {
+	if err == nil {
 		return nil
 	}
-	parts := strings.Split(dir, "/")
+	return &fs.PathError{Op: op, Path: name, Err: err}
+}
+
+// dirFD returns a descriptor of the directory dir, creating it and its
+// missing parents, refusing to go through a symlink or a file. The
+// descriptor stays u's; the next call may close it.
+func (u *unpacker) dirFD(dir string) (int, error) {
+	if u.fd >= 0 && dir == u.fdDir {
+		return u.fd, nil
+	}
+	// The maps say which component is what, for a clear error; opening
+	// beneath the root without symlinks makes sure of it on disk.
+	var parts []string
+	if dir != "." {
+		parts = strings.Split(dir, "/")
+	}
+	have := len(parts) // how many leading components exist
 	for i := range parts {
 		p := strings.Join(parts[:i+1], "/")
 		if u.links[p] {
-			return unsafeErr("path goes through the symlink %s", p)
+			return -1, unsafeErr("path goes through the symlink %s", p)
 		}
 		if u.files[p] {
-			return unsafeErr("path goes through the file %s", p)
+			return -1, unsafeErr("path goes through the file %s", p)
 		}
-		if u.dirs[p] {
-			continue
+		if !u.dirs[p] {
+			have = i
+			break
 		}
-		if err := os.Mkdir(filepath.Join(u.dst, filepath.FromSlash(p)), 0o755); err != nil {
-			return err
+	}
+	fd, err := fsutil.OpenDirBeneath(u.root, path.Join(append([]string{"."}, parts[:have]...)...))
+	if err != nil {
+		return -1, beneathErr(err)
+	}
+	for i := have; i < len(parts); i++ {
+		p := strings.Join(parts[:i+1], "/")
+		if err := unix.Mkdirat(fd, parts[i], 0o755); err != nil {
+			unix.Close(fd)
+			return -1, pathErr("mkdir", filepath.Join(u.dst, p), err)
 		}
 		u.dirs[p] = true
+		next, err := fsutil.OpenDirBeneath(fd, parts[i])
+		unix.Close(fd)
+		if err != nil {
+			return -1, beneathErr(err)
+		}
+		fd = next
 	}
-	return nil
+	if u.fd >= 0 {
+		unix.Close(u.fd)
+	}
+	u.fd, u.fdDir = fd, dir
+	return fd, nil
 }
 
 const copyBuf = 64 << 10
@@ -261,7 +401,7 @@ const copyBuf = 64 << 10
 // writeFile writes the regular file h, read from r, to target with its
 // final mode and mtime, both set on the open file; or hard-links it from
 // opt.Reuse when the file there is the same.
-func (u *unpacker) writeFile(name, target string, perm os.FileMode, h *tar.Header, r io.Reader) error {
+func (u *unpacker) writeFile(name string, dfd int, base, target string, perm os.FileMode, h *tar.Header, r io.Reader) error {
 	if u.opt.ReadOnly {
 		perm &^= 0o222
 	}
@@ -280,7 +420,7 @@ func (u *unpacker) writeFile(name, target string, perm os.FileMode, h *tar.Heade
 			return err
 		}
 		if same {
-			if err := os.Link(f.name, target); err == nil {
+			if err := unix.Linkat(unix.AT_FDCWD, f.name, dfd, base, 0); err == nil {
 				u.st.Linked++
 				u.st.LinkedBytes += h.Size
 				return nil
@@ -289,7 +429,7 @@ func (u *unpacker) writeFile(name, target string, perm os.FileMode, h *tar.Heade
 		}
 		old, prefix, pending = f, n, rest
 	}
-	out, err := createFile(target, perm)
+	out, err := createFileAt(dfd, base, target, perm)
 	if err != nil {
 		return err
 	}

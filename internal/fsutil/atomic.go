@@ -1,6 +1,9 @@
 // Package fsutil writes files so that a crash leaves either the old file or
 // the new one, never half of one: temp file in the same directory, fsync,
-// rename, fsync of the directory.
+// rename, fsync of the directory. It also resolves names beneath a
+// directory on disk (beneath.go) and changes or removes whole trees
+// without following the symlinks in them (tree.go), for the code that
+// writes what an archive or an app controls.
 package fsutil
 
 import (

@@ -26,6 +26,14 @@ import (
 // DefaultMaxBytes bounds the cache when Cache.MaxBytes is 0.
 const DefaultMaxBytes = 5 << 30
 
+// Modes of the cache's directories (Dir and Dir/sha256, when Get creates
+// them) and files: only the agent's user reads artifacts, which hold what
+// releases hold (config, keys); installs read them as that user.
+const (
+	dirMode  = 0o700
+	fileMode = 0o400
+)
+
 // emptySHA256 is the digest of no bytes: the one artifact that may be empty.
 const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -140,11 +148,16 @@ func (c *Cache) get(ctx context.Context, src, digest string) (string, bool, erro
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", false, fmt.Errorf("cache: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// The agent's alone: an artifact is as secret as the release it
+	// unpacks to. The chmod closes a directory an older ferry made 0755.
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+		return "", false, fmt.Errorf("cache: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(path), dirMode); err != nil {
 		return "", false, fmt.Errorf("cache: %w", err)
 	}
 	// Read-only: nothing should change an artifact once it is verified.
-	f, err := fsutil.Create(path, 0o444)
+	f, err := fsutil.Create(path, fileMode)
 	if err != nil {
 		return "", false, fmt.Errorf("cache: %w", err)
 	}

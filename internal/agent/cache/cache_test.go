@@ -314,3 +314,33 @@ func TestPrune(t *testing.T) {
 		t.Errorf("Prune of a missing dir: %v, %v", removed, err)
 	}
 }
+
+// TestModesAreTheAgentsAlone: an artifact holds what its release does
+// (config, keys), so the cache is readable by the agent's user only, and
+// a directory an older ferry made world-readable is closed.
+func TestModesAreTheAgentsAlone(t *testing.T) {
+	body := []byte("an artifact")
+	src := filepath.Join(t.TempDir(), "a.tar.zst")
+	if err := os.WriteFile(src, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cache{Dir: filepath.Join(t.TempDir(), "cache")}
+	path, _, err := c.Get(t.Context(), src, digestOf(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{c.Dir: 0o700, filepath.Dir(path): 0o700, path: 0o400} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v (%v), want mode %v", p, fi.Mode().Perm(), err, want)
+		}
+	}
+	os.Chmod(filepath.Dir(path), 0o755)
+	other := []byte("another artifact")
+	os.WriteFile(src, other, 0o644)
+	if _, _, err := c.Get(t.Context(), src, digestOf(other)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Dir(path)); fi.Mode().Perm() != 0o700 {
+		t.Errorf("sha256/ left at %v by a download", fi.Mode().Perm())
+	}
+}

@@ -9,6 +9,18 @@
 // A release directory gets its final name only after its archive was
 // verified, fully unpacked, synced and recorded, so `current` can only ever
 // name a complete release, whatever moment a crash happens at.
+//
+// What is in a release is the artifact's and what is in shared/ is the
+// running app's, so nothing here follows a symlink of theirs: linkShared
+// resolves every component on disk beneath the release and beneath
+// shared/, and locking and removing a release go through descriptors
+// opened with O_NOFOLLOW (fsutil.ChmodDirs, fsutil.RemoveTree).
+//
+// Modes: an app's directories are 0750 and a release 0550 (its files keep
+// the archive's modes, less the write bits), records 0640. A release can
+// hold secrets (.env, keys, config), so other users must not read it; the
+// group may, which is how an app that runs as its own user will read its
+// release once the agent gives the release that user's group.
 package install
 
 import (
@@ -34,6 +46,10 @@ import (
 
 // Names inside an app's directory.
 const (
+	dirMode     = 0o750 // the app's directories: releases/, shared/…, .ferry/
+	releaseMode = 0o550 // every directory of an installed release
+	fileMode    = 0o640 // records, the lock
+
 	CurrentLink  = "current"
 	PreviousLink = "previous"
 	ReleasesDir  = "releases"
@@ -68,7 +84,7 @@ func (d Dir) ReleasePath(id string) string { return d.releasePath(id) }
 // Lock takes the app directory's exclusive lock without waiting; an error
 // of kind ferry.ELOCKED says who holds it.
 func (d Dir) Lock() (unlock func(), err error) {
-	if err := os.MkdirAll(filepath.Join(d.Path, stateDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(d.Path, stateDir), dirMode); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	unlock, err = LockFile(filepath.Join(d.Path, stateDir, "lock"))
@@ -84,7 +100,7 @@ func (d Dir) Lock() (unlock func(), err error) {
 
 // LockFile takes an exclusive flock on path, writing our pid into it.
 func LockFile(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
@@ -134,6 +150,9 @@ func (d Dir) Releases() ([]Release, error) {
 			continue
 		}
 		r, err := d.Record(e.Name())
+		// The directory's name is the id, whatever the record says: Prune
+		// removes releases by it.
+		r.ID = e.Name()
 		if err != nil {
 			fi, ierr := e.Info()
 			if ierr != nil {
@@ -229,10 +248,15 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 		return st, ferry.Errorf(ferry.EINVALID, "release %s is already installed in %s", id, final)
 	}
 	rel := filepath.Join(d.Path, ReleasesDir)
-	if err := os.MkdirAll(rel, 0o755); err != nil {
+	if err := os.MkdirAll(rel, dirMode); err != nil {
 		return st, fmt.Errorf("install: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(d.Path, stateDir, "releases"), 0o755); err != nil {
+	// An older ferry made releases/ 0755 and its releases 0555: closing
+	// releases/ hides all of them.
+	if err := os.Chmod(rel, dirMode); err != nil {
+		return st, fmt.Errorf("install: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(d.Path, stateDir, "releases"), dirMode); err != nil {
 		return st, fmt.Errorf("install: %w", err)
 	}
 	d.cleanStale()
@@ -242,7 +266,7 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 	}
 	defer func() {
 		if err != nil {
-			removeAll(stage)
+			fsutil.RemoveTree(stage)
 		}
 	}()
 	uo := artifact.UnpackOptions{Limits: opt.Limits, ReadOnly: true}
@@ -261,14 +285,14 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 	if err := d.linkShared(stage, opt.Shared); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
-	if err := lockDirs(stage); err != nil {
+	if err := fsutil.ChmodDirs(stage, releaseMode); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := syncFS(stage); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	rec, _ := json.Marshal(Release{ID: id, SHA256: sha256, Src: opt.Src, Installed: time.Now().UTC()})
-	if err := fsutil.WriteFile(d.recordPath(id), rec, 0o644); err != nil {
+	if err := fsutil.WriteFile(d.recordPath(id), rec, fileMode); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := os.Rename(stage, final); err != nil {
@@ -280,6 +304,9 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 
 // Remove deletes release id, which must be neither current nor previous.
 func (d Dir) Remove(id string) error {
+	if !idRe.MatchString(id) {
+		return ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
+	}
 	cur, _ := d.Current()
 	prev, _ := d.Previous()
 	switch id {
@@ -288,7 +315,7 @@ func (d Dir) Remove(id string) error {
 	case prev:
 		return fmt.Errorf("install: %s is previous; not removing it", id)
 	}
-	if err := removeAll(d.releasePath(id)); err != nil {
+	if err := fsutil.RemoveTree(d.releasePath(id)); err != nil {
 		return err
 	}
 	os.Remove(d.recordPath(id))
@@ -300,74 +327,102 @@ func (d Dir) cleanStale() {
 	ents, _ := os.ReadDir(filepath.Join(d.Path, ReleasesDir))
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), stagePrefix) {
-			removeAll(filepath.Join(d.Path, ReleasesDir, e.Name()))
+			fsutil.RemoveTree(filepath.Join(d.Path, ReleasesDir, e.Name()))
 		}
 	}
 }
 
 // linkShared replaces each shared directory in the release with a symlink
 // to shared/<dir>, creating the latter.
+//
+// Removing what the artifact holds at that path and creating the link's
+// parents would, through a symlink on the way, remove or create whatever
+// the symlink leads to: so every component above the shared path must be
+// a real directory in the release (or missing), and every component of it
+// in shared/ too, where the app writes. Both are resolved through os.Root,
+// which does not leave the release or shared/ even if a check is raced.
 func (d Dir) linkShared(release string, dirs []string) error {
+	if len(dirs) == 0 {
+		return nil
+	}
+	rel, err := os.OpenRoot(release)
+	if err != nil {
+		return err
+	}
+	defer rel.Close()
+	if err := os.MkdirAll(filepath.Join(d.Path, SharedDir), dirMode); err != nil {
+		return err
+	}
+	sh, err := os.OpenRoot(filepath.Join(d.Path, SharedDir))
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	var done []string
 	for _, s := range dirs {
 		s = filepath.Clean(strings.TrimSuffix(s, "/"))
 		if filepath.IsAbs(s) || s == "." || s == ".." || strings.HasPrefix(s, "../") {
 			return ferry.Errorf(ferry.EINVALID, "shared: %q must be a directory inside the release", s)
 		}
-		target := filepath.Join(d.Path, SharedDir, s)
-		if err := os.MkdirAll(target, 0o755); err != nil {
+		for _, o := range done {
+			// The first would be a symlink by now, the second removed
+			// through it: what the app keeps there.
+			if strings.HasPrefix(s, o+"/") {
+				return ferry.Errorf(ferry.EINVALID, "shared: %q is inside %q, which is shared already; list only %q", s, o, o)
+			}
+			if strings.HasPrefix(o, s+"/") {
+				return ferry.Errorf(ferry.EINVALID, "shared: %q holds %q, which is shared already; list only %q", s, o, s)
+			}
+		}
+		if p, what := notRealDirs(sh, s); p != "" {
+			return ferry.Errorf(ferry.EINVALID, "shared: %q: %s is %s in shared/; a shared directory must be reached through real directories only (ferry did not make it: replace %s with a directory)", s, p, what, filepath.Join(d.Path, SharedDir, p))
+		}
+		if p, what := notRealDirs(rel, filepath.Dir(s)); p != "" {
+			return ferry.Errorf(ferry.EINVALID, "shared: %q: %s is %s in the release; a shared directory must be reached through real directories only (make %s a directory in the artifact, or share the directory it points at)", s, p, what, p)
+		}
+		if err := sh.MkdirAll(s, dirMode); err != nil {
 			return err
 		}
-		link := filepath.Join(release, s)
-		if err := os.RemoveAll(link); err != nil {
+		if err := rel.RemoveAll(s); err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return err
+		if dir := filepath.Dir(s); dir != "." {
+			if err := rel.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
 		}
 		// Relative to where the release will live, not the staging dir.
 		depth := strings.Count(s, "/") + 2
-		rel := strings.Repeat("../", depth) + filepath.Join(SharedDir, s)
-		if err := os.Symlink(rel, link); err != nil {
+		target := strings.Repeat("../", depth) + filepath.Join(SharedDir, s)
+		if err := rel.Symlink(target, s); err != nil {
 			return err
 		}
+		done = append(done, s)
 	}
 	return nil
 }
 
-// lockDirs drops the write bits of every directory in dir, deepest first;
-// Unpack already created the files read-only.
-func lockDirs(dir string) error {
-	var dirs []string
-	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if e.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+// notRealDirs returns the first component of p under root that exists
+// and is not a directory, and what it is ("a symlink", "a file"); "" when
+// every one is a directory or missing.
+func notRealDirs(root *os.Root, p string) (string, string) {
+	if p == "." {
+		return "", ""
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Chmod(dirs[i], 0o555); err != nil {
-			return err
+	parts := strings.Split(p, "/")
+	for i := range parts {
+		q := strings.Join(parts[:i+1], "/")
+		fi, err := root.Lstat(q)
+		switch {
+		case err != nil:
+			return "", "" // missing: created as a directory below
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return q, "a symlink"
+		case !fi.IsDir():
+			return q, "a file"
 		}
 	}
-	return nil
-}
-
-// removeAll removes a read-only tree, restoring write bits on directories
-// first so it works for non-root users too.
-func removeAll(dir string) error {
-	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err == nil && e.IsDir() {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
+	return "", ""
 }
 
 // syncFS flushes the filesystem holding dir once, cheaper than an fsync
