@@ -12,9 +12,7 @@ package api
 import (
 	"time"
 
-	"github.com/ferrydeploy/ferry/internal/agent"
-	"github.com/ferrydeploy/ferry/internal/desired"
-	"github.com/ferrydeploy/ferry/internal/signature"
+	"github.com/ferrydeploy/ferry"
 )
 
 // Paths. {sha256}, {app}, {id}, {group} are path values.
@@ -23,7 +21,7 @@ const (
 	PathArtifact    = "/v1/artifacts/{sha256}"                 // HEAD exists?; GET download (agents too)
 	PathApps        = "/v1/apps"                               // GET []App
 	PathReleases    = "/v1/apps/{app}/releases"                // GET []Release; POST ReleaseRequest → Release (made or found, not deployed)
-	PathSignatures  = "/v1/apps/{app}/releases/{n}/signatures" // POST signature.Signature → Release
+	PathSignatures  = "/v1/apps/{app}/releases/{n}/signatures" // POST ferry.Signature → Release
 	PathDeployments = "/v1/deployments"                        // POST DeployRequest → Deployment; GET ?app=&group= → []Deployment
 	PathDeployment  = "/v1/deployments/{id}"                   // GET ?index=N&wait=30s (blocking) → Deployment
 	PathPromote     = "/v1/deployments/{id}/promote"           // POST → Deployment
@@ -129,7 +127,7 @@ type Release struct {
 	// Outcome of its last deployment: "", deploying, healthy, failed, rolled-back.
 	Outcome string `json:"outcome,omitempty"`
 	// Signatures of the release record (signature.ReleaseMessage).
-	Signatures []signature.Signature `json:"signatures,omitempty"`
+	Signatures []ferry.Signature `json:"signatures,omitempty"`
 }
 
 // ReleaseRequest selects an artifact (as a deploy does) to make a release
@@ -219,11 +217,11 @@ type Status struct {
 
 // Host is a machine running an agent.
 type Host struct {
-	Name     string                     `json:"name"`
-	Groups   []string                   `json:"groups"`
-	LastSeen time.Time                  `json:"last_seen"`
-	Lost     bool                       `json:"lost"` // no heartbeat for a while
-	Apps     map[string]*agent.AppState `json:"apps"`
+	Name     string                `json:"name"`
+	Groups   []string              `json:"groups"`
+	LastSeen time.Time             `json:"last_seen"`
+	Lost     bool                  `json:"lost"` // no heartbeat for a while
+	Apps     map[string]*AppStatus `json:"apps"`
 }
 
 // TokenRequest creates an API token.
@@ -315,12 +313,12 @@ type JoinResponse struct {
 // Desired is a host's desired state: artifacts are server URLs
 // (PathArtifact) the agent fetches with its own credential.
 type Desired struct {
-	Index uint64      `json:"index"`
-	Doc   desired.Doc `json:"doc"`
+	Index uint64        `json:"index"`
+	Doc   ferry.Desired `json:"doc"`
 }
 
 // Report is what an agent says about its host, every few seconds and after
 // every change.
 type Report struct {
-	State agent.State `json:"state"`
+	State HostReport `json:"state"`
 }

@@ -3,7 +3,7 @@ package api
 import (
 	"time"
 
-	"github.com/ferrydeploy/ferry/internal/desired"
+	"github.com/ferrydeploy/ferry"
 )
 
 // Config paths.
@@ -14,7 +14,7 @@ const (
 )
 
 // Masked is what a secret's value reads as, everywhere it is shown.
-const Masked = desired.Masked
+const Masked = ferry.Masked
 
 // ConfigChange is one change to an app's config: it makes a new revision.
 // Group "" changes the app-wide values, which every group inherits and may

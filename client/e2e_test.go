@@ -16,7 +16,6 @@ import (
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/client/clienttest"
-	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/fetch"
 )
@@ -147,7 +146,7 @@ func TestAgentJoinReportStatusDownload(t *testing.T) {
 		t.Errorf("join with a bad token: %v (%s)", err, code(err))
 	}
 	ag := clienttest.Client(t, srv, res.Secret)
-	if err := ag.Report(ctx, api.Report{State: agent.State{Host: "web-1", Apps: map[string]*agent.AppState{}}}); err != nil {
+	if err := ag.Report(ctx, api.Report{State: api.HostReport{Host: "web-1", Apps: map[string]*api.AppStatus{}}}); err != nil {
 		t.Fatal(err)
 	}
 	des, err := ag.Desired(ctx, 0, 0)

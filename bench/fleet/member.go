@@ -11,7 +11,6 @@ import (
 
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/desired"
 	"github.com/ferrydeploy/ferry/internal/fetch"
 )
@@ -62,8 +61,8 @@ func (m *member) Watch(ctx context.Context, fn func(*desired.Doc, error)) error 
 
 // reportFn is the agent's Config.Report: client.Report, noting the first
 // success so the bench knows every agent is up.
-func (m *member) reportFn(ctx context.Context, st *agent.State) error {
-	err := m.c.Report(ctx, api.Report{State: *st})
+func (m *member) reportFn(ctx context.Context, st api.HostReport) error {
+	err := m.c.Report(ctx, api.Report{State: st})
 	if err == nil && !m.report.Swap(true) {
 		m.b.nudge()
 	} else if err != nil && ctx.Err() == nil {

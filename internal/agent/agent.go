@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/agent/cache"
 	"github.com/ferrydeploy/ferry/internal/agent/logfile"
 	"github.com/ferrydeploy/ferry/internal/agent/notify"
@@ -37,7 +38,7 @@ type Config struct {
 	Source Source
 	// Report, when set, is called with the agent's state after changes
 	// and at least every ReportEvery (the server's heartbeat).
-	Report      func(ctx context.Context, st *State) error
+	Report      func(ctx context.Context, st api.HostReport) error
 	ReportEvery time.Duration
 	Poll        time.Duration // how often a URL is polled
 	Registry    fetch.Registry
@@ -492,7 +493,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 		// again on a new one: TestNetworkFaults saw a host report again
 		// only 15 s after its link came back.
 		rctx, cancel := context.WithTimeout(ctx, max(2*a.cfg.ReportEvery, 10*time.Second))
-		if err := a.cfg.Report(rctx, a.Snapshot().Redacted()); err != nil && ctx.Err() == nil {
+		if err := a.cfg.Report(rctx, a.Snapshot().Report()); err != nil && ctx.Err() == nil {
 			a.log.Warn("report to server", "err", err)
 		}
 		cancel()

@@ -215,7 +215,7 @@ func (r *appRunner) apply(want *desired.App) error {
 			r.stopAll()
 			r.closeOwners()
 			r.state(func(as *AppState) {
-				as.State, as.Error, as.Spec, as.SpecEnv, as.Rejected, as.RejectedEnv = AppStopped, "", nil, "", nil, ""
+				as.State, as.Error, as.Failure, as.Spec, as.SpecEnv, as.Rejected, as.RejectedEnv = AppStopped, "", nil, nil, "", nil, ""
 			})
 		}
 		// The app's config (secrets included) leaves with it: a host that
@@ -235,7 +235,9 @@ func (r *appRunner) apply(want *desired.App) error {
 			// A newer release failed here and the agent went back to this
 			// one, which is desired again (the server rolls back): report
 			// what runs, under its own label, instead of the rejected one.
-			r.state(func(as *AppState) { as.Label, as.Rejected, as.RejectedEnv = want.Release, nil, "" })
+			r.state(func(as *AppState) {
+				as.Label, as.Number, as.Rejected, as.RejectedEnv = want.Release, want.Number, nil, ""
+			})
 			r.confirm(cur.Release)
 		}
 		return nil
@@ -244,7 +246,8 @@ func (r *appRunner) apply(want *desired.App) error {
 		return nil
 	}
 	if err := r.checkSigned(want); err != nil {
-		r.state(func(as *AppState) { as.State, as.Error = AppFailed, err.Error(); as.reject(want) })
+		f := &ferry.Failure{Kind: ferry.FailSignature, Message: err.Error()}
+		r.state(func(as *AppState) { as.State, as.Error, as.Failure = AppFailed, err.Error(), f; as.reject(want) })
 		r.a.log.Error("release refused", "app", r.name, "err", err)
 		return nil // the same document will not verify on a retry
 	}
@@ -266,12 +269,15 @@ func (r *appRunner) deploy(want *desired.App) error {
 	ctx := r.ctx
 	var dl deployLog
 	fail := func(err error) error {
-		r.state(func(as *AppState) { as.State, as.Error = AppFailed, err.Error() })
+		f := failureOf(err, "")
+		r.state(func(as *AppState) { as.State, as.Error, as.Failure = AppFailed, err.Error(), f })
 		r.a.log.Error("deploy failed", "app", r.name, "err", err)
 		return err
 	}
 	before := r.snapshot()
-	r.state(func(as *AppState) { as.State, as.Label, as.Error = AppInstalling, want.Release, "" })
+	r.state(func(as *AppState) {
+		as.State, as.Label, as.Number, as.Error, as.Failure = AppInstalling, want.Release, want.Number, "", nil
+	})
 	dl.printf("deploying %s sha256:%s", want.Artifact, want.SHA256)
 	fctx, fetched := r.fetching.start(ctx, want)
 	defer fetched()
@@ -282,7 +288,9 @@ func (r *appRunner) deploy(want *desired.App) error {
 		if err == nil || fctx.Err() == nil || ctx.Err() != nil {
 			return false
 		}
-		r.state(func(as *AppState) { as.State, as.Label, as.Error = before.State, before.Label, before.Error })
+		r.state(func(as *AppState) {
+			as.State, as.Label, as.Number, as.Error, as.Failure = before.State, before.Label, before.Number, before.Error, before.Failure
+		})
 		r.a.log.Info("release superseded before it was installed", "app", r.name, "release", want.Release)
 		return true
 	}
@@ -292,15 +300,15 @@ func (r *appRunner) deploy(want *desired.App) error {
 		return nil
 	}
 	if err != nil {
-		return fail(err)
+		return fail(step(ferry.FailFetch, "", err))
 	}
 	dl.printf("artifact %s (cached: %v)", path, hit)
 	app, err := readApp(path)
 	if err != nil {
-		return fail(err)
+		return fail(step(ferry.FailConfig, "", err))
 	}
 	if err := checkScale(app, want.Scale); err != nil {
-		return fail(err)
+		return fail(step(ferry.FailConfig, "scale", err))
 	}
 	if err := os.MkdirAll(r.dir.Path, 0o755); err != nil {
 		return fail(err)
@@ -312,7 +320,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 	defer unlock()
 	hooks := hook.Runner{Dir: r.dir.Path, Out: &dl, Env: []string{"FERRY_APP=" + r.name}}
 	if err := hooks.Run(ctx, "pre", app.Hooks.Pre, nil); err != nil {
-		return fail(r.failed(ctx, hooks, &dl, err))
+		return fail(r.failed(ctx, hooks, &dl, step(ferry.FailHook, "pre hook", err)))
 	}
 	id := r.dir.Find(want.SHA256)
 	fresh := id == ""
@@ -328,7 +336,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 			return nil
 		}
 		if err != nil {
-			return fail(r.failed(ctx, hooks, &dl, err))
+			return fail(r.failed(ctx, hooks, &dl, step(ferry.FailUnpack, "", err)))
 		}
 		dl.printf("installed release %s", id)
 	}
@@ -340,7 +348,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 		if fresh {
 			r.dir.Remove(id)
 		}
-		return fail(r.failed(ctx, hooks, &dl, err))
+		return fail(r.failed(ctx, hooks, &dl, step(ferry.FailHook, "post hook", err)))
 	}
 
 	prev := r.snapshot()
@@ -349,11 +357,11 @@ func (r *appRunner) deploy(want *desired.App) error {
 	if timeout <= 0 {
 		timeout = r.a.cfg.HealthTimeout
 	}
-	herr := r.switchTo(app, want, id, timeout)
+	herr := step(ferry.FailStart, "", r.switchTo(app, want, id, timeout))
 	r.state(func(as *AppState) { as.Release, as.SHA256 = id, want.SHA256; as.started(want, EnvDigest(want.Env)) })
 	if herr == nil {
 		dl.printf("switched to %s; waiting for health", id)
-		herr = r.waitHealthy(ctx, timeout)
+		herr = step(ferry.FailHealth, "", r.waitHealthy(ctx, timeout))
 	}
 	if ctx.Err() != nil {
 		return nil // the agent is stopping; the next one carries on
@@ -362,7 +370,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 		dl.printf("release %s is healthy", id)
 		hooks.Run(ctx, "success", app.Hooks.Success, dl.Bytes())
 		r.state(func(as *AppState) {
-			as.State, as.Error, as.LastHealthy, as.Rejected, as.RejectedEnv = AppRunning, "", id, nil, ""
+			as.State, as.Error, as.Failure, as.LastHealthy, as.Rejected, as.RejectedEnv = AppRunning, "", nil, id, nil, ""
 		})
 		r.prune(app.KeepReleases)
 		r.a.pruneCache()
@@ -370,6 +378,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 	}
 	// The release failed its health checks: it is rejected until the
 	// desired state changes, and the last healthy release comes back.
+	f := failureOf(herr, id)
 	herr = fmt.Errorf("release %s: %w", id, herr)
 	dl.printf("%v", herr)
 	hooks.Run(ctx, "failure", app.Hooks.Failure, dl.Bytes())
@@ -377,11 +386,13 @@ func (r *appRunner) deploy(want *desired.App) error {
 	if prevID != "" && prevID == lastHealthy && prevID != id && prevSpec != nil {
 		if err := r.rollback(prevID, prevSpec, prevEnv); err != nil {
 			msg += "; going back to " + prevID + " failed: " + err.Error()
+			f.Message += "; going back to " + prevID + " failed: " + err.Error()
 		} else {
 			msg += "; rolled back to " + prevID
+			f.RolledBackTo = prevID
 		}
 	}
-	r.state(func(as *AppState) { as.State, as.Error = AppFailed, msg; as.reject(want) })
+	r.state(func(as *AppState) { as.State, as.Error, as.Failure = AppFailed, msg, f; as.reject(want) })
 	r.a.log.Error("release failed", "app", r.name, "err", msg)
 	return nil
 }
@@ -395,10 +406,10 @@ func (r *appRunner) confirm(id string) {
 	}
 	r.state(func(as *AppState) {
 		if err != nil {
-			as.State, as.Error = AppFailed, fmt.Sprintf("release %s: %v", id, err)
+			as.State, as.Error, as.Failure = AppFailed, fmt.Sprintf("release %s: %v", id, err), failureOf(err, id)
 			return
 		}
-		as.State, as.Error, as.LastHealthy = AppRunning, "", id
+		as.State, as.Error, as.Failure, as.LastHealthy = AppRunning, "", nil, id
 	})
 }
 
@@ -497,7 +508,7 @@ func (r *appRunner) waitHealthy(ctx context.Context, timeout time.Duration) erro
 		for _, p := range r.procs {
 			st := p.Status()
 			if st.CrashLoop {
-				return fmt.Errorf("%s.%d is crash-looping: %s", st.Process, st.Instance, st.LastError)
+				return step(ferry.FailStart, fmt.Sprintf("%s.%d", st.Process, st.Instance), fmt.Errorf("%s.%d is crash-looping: %s", st.Process, st.Instance, st.LastError))
 			}
 			if st.Health != health.Healthy {
 				all = false
@@ -551,7 +562,9 @@ func (r *appRunner) resume(as *AppState) {
 		}
 	}
 	if err != nil {
-		r.state(func(cur *AppState) { cur.State, cur.Error = AppFailed, "resume: "+err.Error() })
+		r.state(func(cur *AppState) {
+			cur.State, cur.Error, cur.Failure = AppFailed, "resume: "+err.Error(), failureOf(err, as.Release)
+		})
 	}
 }
 
@@ -591,9 +604,14 @@ func (r *appRunner) checkSigned(want *desired.App) error {
 	if len(r.a.cfg.TrustedKeys) == 0 {
 		return nil
 	}
-	n, err := strconv.Atoi(strings.TrimPrefix(want.Release, "v"))
-	if err != nil {
-		return fmt.Errorf("release %q refused: only signed releases run here, and its label is no release number", want.Release)
+	n := want.Number
+	if n == 0 {
+		// A desired-state file written by hand has no number field; its
+		// author names the server release a signature covers as "vN".
+		var err error
+		if n, err = strconv.Atoi(strings.TrimPrefix(want.Release, "v")); err != nil {
+			return fmt.Errorf("release %q refused: only signed releases run here, and it names no release number", want.Release)
+		}
 	}
 	msg := signature.ReleaseMessage(r.name, n, want.SHA256, want.ConfigRev)
 	if err := signature.Verify(r.a.cfg.TrustedKeys, msg, want.Signatures); err != nil {

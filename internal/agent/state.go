@@ -13,6 +13,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/desired"
 	"github.com/ferrydeploy/ferry/internal/fsutil"
@@ -28,12 +30,12 @@ const (
 	CacheDir     = "cache"
 )
 
-// App states.
+// App states (ferry.AppState).
 const (
-	AppInstalling = "installing"
-	AppRunning    = "running"
-	AppFailed     = "failed"
-	AppStopped    = "stopped"
+	AppInstalling = ferry.AppInstalling
+	AppRunning    = ferry.AppRunning
+	AppFailed     = ferry.AppFailed
+	AppStopped    = ferry.AppStopped
 )
 
 // State is what the agent believes is installed and running: state.json,
@@ -49,11 +51,13 @@ type State struct {
 
 // AppState is one app on this host.
 type AppState struct {
-	Release string `json:"release"`         // installed release id, e.g. v3-1a2b3c4d
-	Label   string `json:"label,omitempty"` // the desired state's name for it
-	SHA256  string `json:"sha256"`
-	State   string `json:"state"`
-	Error   string `json:"error,omitempty"`
+	Release string         `json:"release"`          // installed release id, e.g. v3-1a2b3c4d
+	Label   string         `json:"label,omitempty"`  // the desired state's name for it
+	Number  int            `json:"number,omitempty"` // the server's release number of Label
+	SHA256  string         `json:"sha256"`
+	State   ferry.AppState `json:"state"`
+	Error   string         `json:"error,omitempty"`
+	Failure *ferry.Failure `json:"failure,omitempty"` // Error as a value
 	// Spec is the desired entry the running release was started from, so a
 	// restarted agent knows whether the desired state changed. Its Env
 	// (the app's config, secrets included) stays in memory and in the
@@ -191,4 +195,27 @@ func (as *AppState) started(want *desired.App, env string) { as.Spec, as.SpecEnv
 // reject records want as the entry that failed here.
 func (as *AppState) reject(want *desired.App) {
 	as.Rejected, as.RejectedEnv = want, EnvDigest(want.Env)
+}
+
+// Report is st as the wire contract has it (api.HostReport), config
+// masked: what the agent reports to its server. What only the agent
+// needs — how to adopt its processes, config digests — stays here.
+func (st *State) Report() api.HostReport {
+	r := st.Redacted()
+	out := api.HostReport{Host: r.Host, Agent: r.Agent, Desired: r.Desired, Updated: r.Updated, Error: r.Error, Apps: make(map[string]*api.AppStatus, len(r.Apps))}
+	for name, as := range r.Apps {
+		a := &api.AppStatus{
+			Release: as.Release, Label: as.Label, Number: as.Number, SHA256: as.SHA256, State: as.State, Error: as.Error, Failure: as.Failure,
+			Spec: as.Spec, LastHealthy: as.LastHealthy, Rejected: as.Rejected, Updated: as.Updated, Processes: make([]api.ProcessStatus, 0, len(as.Processes)),
+		}
+		for _, p := range as.Processes {
+			a.Processes = append(a.Processes, api.ProcessStatus{
+				Process: p.Process, Instance: p.Instance, State: p.State, PID: p.PID, Started: p.Started, Port: p.Port,
+				Restarts: p.Restarts, Health: p.Health, Ready: p.Ready, Release: p.Release, LastError: p.LastError,
+				CrashLoop: p.CrashLoop, NextStart: p.NextStart,
+			})
+		}
+		out.Apps[name] = a
+	}
+	return out
 }

@@ -179,8 +179,8 @@ func serverMode(ctx context.Context, cfg *agent.Config, server string, token joi
 	cfg.Name = host
 	cfg.Desired = c.Server()
 	cfg.Source = serverSource{c: c, wait: 5 * time.Minute}
-	cfg.Report = func(ctx context.Context, st *agent.State) error {
-		return c.Report(ctx, api.Report{State: *st})
+	cfg.Report = func(ctx context.Context, st api.HostReport) error {
+		return c.Report(ctx, api.Report{State: st})
 	}
 	reg := newRegistry()
 	reg["https"] = c.ArtifactSource()

@@ -211,10 +211,10 @@ func fakeAgent(t *testing.T, srv *server.Server, joinSecret, name string, bad ma
 	c := clienttest.Join(t, srv, joinSecret, name)
 	ctx := t.Context()
 	report := func(doc api.Desired) error {
-		st := agent.State{Host: name, Apps: map[string]*agent.AppState{}}
+		st := api.HostReport{Host: name, Apps: map[string]*api.AppStatus{}}
 		for app, e := range doc.Doc.Apps {
-			as := &agent.AppState{Label: e.Release, SHA256: e.SHA256, State: agent.AppRunning,
-				Processes: []supervise.Status{{Process: "web", Instance: 1, State: supervise.StateRunning, Health: health.Healthy}}}
+			as := &api.AppStatus{Label: e.Release, SHA256: e.SHA256, State: agent.AppRunning,
+				Processes: []api.ProcessStatus{{Process: "web", Instance: 1, State: supervise.StateRunning, Health: health.Healthy}}}
 			if why, ok := bad[e.SHA256]; ok {
 				as.State, as.Error, as.Processes = agent.AppFailed, "release "+e.Release+"-x: "+why, nil
 			}

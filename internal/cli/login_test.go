@@ -171,8 +171,8 @@ func TestLoginPublishStatusAgainstServer(t *testing.T) {
 		t.Fatalf("join-token: exit %d: %s", code, stdout)
 	}
 	ag := clienttest.Join(t, srv, jt.Secret, "web-1")
-	if err := ag.Report(t.Context(), api.Report{State: agent.State{Host: "web-1", Apps: map[string]*agent.AppState{
-		"hello": {Label: "v1", State: agent.AppRunning, Processes: []supervise.Status{{Process: "web", Instance: 1, State: supervise.StateRunning, Health: health.Healthy}}},
+	if err := ag.Report(t.Context(), api.Report{State: api.HostReport{Host: "web-1", Apps: map[string]*api.AppStatus{
+		"hello": {Label: "v1", State: agent.AppRunning, Processes: []api.ProcessStatus{{Process: "web", Instance: 1, State: supervise.StateRunning, Health: health.Healthy}}},
 	}}}); err != nil {
 		t.Fatal(err)
 	}

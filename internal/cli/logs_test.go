@@ -61,8 +61,8 @@ func TestLogsEscapesOnTerminal(t *testing.T) {
 	srv := startServer(t)
 	admin := clienttest.Client(t, srv, srv.AdminToken())
 	ag := clienttest.Join(t, srv, clienttest.JoinToken(t, admin, "prod"), "web-1")
-	if err := ag.Report(t.Context(), api.Report{State: agent.State{Host: "web-1", Apps: map[string]*agent.AppState{
-		"hello": {Label: "v1", State: agent.AppRunning, Processes: []supervise.Status{{Process: "web", Instance: 1, State: supervise.StateRunning}}},
+	if err := ag.Report(t.Context(), api.Report{State: api.HostReport{Host: "web-1", Apps: map[string]*api.AppStatus{
+		"hello": {Label: "v1", State: agent.AppRunning, Processes: []api.ProcessStatus{{Process: "web", Instance: 1, State: supervise.StateRunning}}},
 	}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/internal/agent"
-	"github.com/ferrydeploy/ferry/internal/agent/health"
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 )
 
@@ -96,7 +95,7 @@ func printServerStatus(w io.Writer, st api.Status, app string, now time.Time) {
 		for _, n := range names {
 			as := h.Apps[n]
 			if as == nil {
-				as = &agent.AppState{}
+				as = &api.AppStatus{}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, groups, n, appRelease(as),
 				processSummary(as.Processes), healthSummary(as.Processes), dash(oneLine(appError(as))), seen)
@@ -107,20 +106,20 @@ func printServerStatus(w io.Writer, st api.Status, app string, now time.Time) {
 
 // appRelease is the release's label (v4) or id, with the app's state when
 // it is not running.
-func appRelease(as *agent.AppState) string {
+func appRelease(as *api.AppStatus) string {
 	r := as.Label
 	if r == "" {
 		r = as.Release
 	}
 	r = dash(r)
-	if as.State != "" && as.State != agent.AppRunning {
-		r += " (" + as.State + ")"
+	if as.State != "" && as.State != ferry.AppRunning {
+		r += " (" + string(as.State) + ")"
 	}
 	return r
 }
 
 // processSummary is e.g. "web 2/2, worker 0/1": running of wanted.
-func processSummary(ps []supervise.Status) string {
+func processSummary(ps []api.ProcessStatus) string {
 	var order []string
 	running, total := map[string]int{}, map[string]int{}
 	for _, p := range ps {
@@ -141,29 +140,29 @@ func processSummary(ps []supervise.Status) string {
 
 // healthSummary is "healthy" when every instance is, else the count of
 // unhealthy and unknown ones.
-func healthSummary(ps []supervise.Status) string {
+func healthSummary(ps []api.ProcessStatus) string {
 	if len(ps) == 0 {
 		return "-"
 	}
-	count := map[health.Status]int{}
+	count := map[ferry.HealthStatus]int{}
 	for _, p := range ps {
 		count[p.Health]++
 	}
-	if count[health.Healthy] == len(ps) {
-		return string(health.Healthy)
+	if count[ferry.Healthy] == len(ps) {
+		return string(ferry.Healthy)
 	}
 	var parts []string
-	if n := count[health.Unhealthy]; n > 0 {
+	if n := count[ferry.Unhealthy]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d unhealthy", n))
 	}
-	if n := len(ps) - count[health.Healthy] - count[health.Unhealthy]; n > 0 {
+	if n := len(ps) - count[ferry.Healthy] - count[ferry.Unhealthy]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d unknown", n))
 	}
 	return strings.Join(parts, ", ")
 }
 
 // appError is the app's error, else its first process's.
-func appError(as *agent.AppState) string {
+func appError(as *api.AppStatus) string {
 	if as.Error != "" {
 		return as.Error
 	}

@@ -11,23 +11,23 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 )
 
-func proc(name string, n int, state string, h health.Status, lastErr string) supervise.Status {
-	return supervise.Status{Process: name, Instance: n, State: state, Health: h, LastError: lastErr}
+func proc(name string, n int, state string, h health.Status, lastErr string) api.ProcessStatus {
+	return api.ProcessStatus{Process: name, Instance: n, State: state, Health: h, LastError: lastErr}
 }
 
 func TestPrintServerStatus(t *testing.T) {
 	now := t0
 	st := api.Status{Hosts: []api.Host{
-		{Name: "web-2", Groups: []string{"prod"}, LastSeen: now.Add(-4 * time.Second), Apps: map[string]*agent.AppState{
-			"hello": {Label: "v4", Release: "v4-1a2b3c4d", State: agent.AppRunning, Processes: []supervise.Status{
+		{Name: "web-2", Groups: []string{"prod"}, LastSeen: now.Add(-4 * time.Second), Apps: map[string]*api.AppStatus{
+			"hello": {Label: "v4", Release: "v4-1a2b3c4d", State: agent.AppRunning, Processes: []api.ProcessStatus{
 				proc("web", 1, supervise.StateRunning, health.Healthy, ""),
 				proc("web", 2, supervise.StateBackoff, health.Unknown, "exit status 1"),
 				proc("worker", 1, supervise.StateRunning, health.Unhealthy, "health: http /healthz: 500"),
 			}},
 			"api": {Release: "v9-00aa11bb", State: agent.AppInstalling},
 		}},
-		{Name: "web-1", Groups: []string{"prod", "eu"}, LastSeen: now.Add(-90 * time.Second), Apps: map[string]*agent.AppState{
-			"hello": {Label: "v4", Release: "v4-1a2b3c4d", State: agent.AppRunning, Processes: []supervise.Status{
+		{Name: "web-1", Groups: []string{"prod", "eu"}, LastSeen: now.Add(-90 * time.Second), Apps: map[string]*api.AppStatus{
+			"hello": {Label: "v4", Release: "v4-1a2b3c4d", State: agent.AppRunning, Processes: []api.ProcessStatus{
 				proc("web", 1, supervise.StateRunning, health.Healthy, ""),
 				proc("web", 2, supervise.StateRunning, health.Healthy, ""),
 			}},

@@ -22,48 +22,13 @@ import (
 )
 
 // Masked stands for a config value wherever one is shown outside the host.
-const Masked = "••••"
+const Masked = ferry.Masked
 
-// Doc is the desired state of one host. An app absent from Apps should not
-// run there; an empty Doc means run nothing.
-type Doc struct {
-	Apps map[string]App `json:"apps"`
-}
+// Doc is the desired state of one host (ferry.Desired, the wire type).
+type Doc = ferry.Desired
 
 // App is one app the host should run.
-type App struct {
-	Artifact string `json:"artifact"` // URL or plain path; the caller's fetch.Registry decides which schemes work
-	SHA256   string `json:"sha256"`   // 64 lowercase hex digits
-	Release  string `json:"release,omitempty"`
-	Group    string `json:"group,omitempty"` // the group it was deployed to, as FERRY_GROUP
-	// ConfigRev and Signatures come from the server's release record, for
-	// an agent that runs only signed releases (signature.ReleaseMessage).
-	ConfigRev  int                   `json:"config_rev,omitempty"`
-	Signatures []signature.Signature `json:"signatures,omitempty"`
-	Env        map[string]string     `json:"env,omitempty"`
-	Scale      map[string]int        `json:"scale,omitempty"`
-}
-
-// Equal reports whether a and o ask for the same thing. A nil map equals an
-// empty one, since both mean "nothing set".
-func (a App) Equal(o App) bool {
-	return a.Artifact == o.Artifact && a.SHA256 == o.SHA256 && a.Release == o.Release && a.Group == o.Group &&
-		a.ConfigRev == o.ConfigRev && slices.Equal(a.Signatures, o.Signatures) &&
-		maps.Equal(a.Env, o.Env) && maps.Equal(a.Scale, o.Scale)
-}
-
-// Equal reports whether d and o list the same apps with equal settings. A
-// nil Doc equals an empty one.
-func (d *Doc) Equal(o *Doc) bool {
-	var a, b map[string]App
-	if d != nil {
-		a = d.Apps
-	}
-	if o != nil {
-		b = o.Apps
-	}
-	return maps.EqualFunc(a, b, App.Equal)
-}
+type App = ferry.DesiredApp
 
 var (
 	// The same rule as spec's, so every app a ferry.yaml can name fits here.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/desired"
 	"github.com/ferrydeploy/ferry/internal/state"
 )
@@ -30,9 +29,9 @@ type hostRecord struct {
 
 // reportRecord is a host's last report.
 type reportRecord struct {
-	State    agent.State `json:"state"`
-	LastSeen time.Time   `json:"last_seen"`
-	From     string      `json:"from"`
+	State    api.HostReport `json:"state"`
+	LastSeen time.Time      `json:"last_seen"`
+	From     string         `json:"from"`
 }
 
 // hostDesired is what the server wants on one host: per app, a release.
@@ -150,7 +149,7 @@ func (s *Server) setDesiredMany(ctx context.Context, hosts []string, app string,
 func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
 	doc := desired.Doc{Apps: map[string]desired.App{}}
 	for app, e := range d.Apps {
-		a := desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release), Group: e.Group}
+		a := desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release), Number: e.Release, Group: e.Group}
 		var rel api.Release
 		if _, err := s.getJSON(ctx, releaseKey(app, e.Release), &rel); err != nil {
 			return doc, err
@@ -383,7 +382,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) er
 	}
 	rep.State.Host = p.Host
 	if rep.State.Apps == nil {
-		rep.State.Apps = map[string]*agent.AppState{}
+		rep.State.Apps = map[string]*api.AppStatus{}
 	}
 	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
 	s.heard.Store(p.Host, rec.LastSeen)

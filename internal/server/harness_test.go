@@ -11,14 +11,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/agent/health"
-	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/tlsca"
 )
@@ -191,12 +193,13 @@ func (ts *testServer) desired(cred string, index uint64, wait time.Duration) api
 // report says, as host's agent, that it runs app at label in state st.
 func (ts *testServer) report(cred, host, app, label, st, errMsg string) {
 	ts.t.Helper()
-	apps := map[string]*agent.AppState{}
+	apps := map[string]*api.AppStatus{}
 	if app != "" {
-		apps[app] = &agent.AppState{Release: label + "-1a2b3c4d", Label: label, State: st, Error: errMsg,
-			Processes: []supervise.Status{{Process: "web", Instance: 1, State: "running", Health: health.Healthy}}}
+		n, _ := strconv.Atoi(strings.TrimPrefix(label, "v"))
+		apps[app] = &api.AppStatus{Release: label + "-1a2b3c4d", Label: label, Number: n, State: ferry.AppState(st), Error: errMsg,
+			Processes: []api.ProcessStatus{{Process: "web", Instance: 1, State: "running", Health: health.Healthy}}}
 	}
-	ts.must(http.StatusNoContent, "POST", api.PathReport, cred, api.Report{State: agent.State{Host: host, Apps: apps}}, nil)
+	ts.must(http.StatusNoContent, "POST", api.PathReport, cred, api.Report{State: api.HostReport{Host: host, Apps: apps}}, nil)
 }
 
 // deployment polls a deployment until cond holds.
@@ -263,18 +266,19 @@ func (s *sim) run() {
 		json.NewDecoder(resp.Body).Decode(&d)
 		resp.Body.Close()
 		index = d.Index
-		apps := map[string]*agent.AppState{}
+		apps := map[string]*api.AppStatus{}
 		for app, a := range d.Doc.Apps {
-			as := &agent.AppState{Release: a.Release + "-x", Label: a.Release, SHA256: a.SHA256, State: agent.AppRunning,
-				Processes: []supervise.Status{{Process: "web", Instance: 1, Health: health.Healthy}}}
+			as := &api.AppStatus{Release: a.Release + "-x", Label: a.Release, Number: a.Number, SHA256: a.SHA256, State: agent.AppRunning,
+				Processes: []api.ProcessStatus{{Process: "web", Instance: 1, Health: health.Healthy}}}
 			if s.fail != nil {
 				if msg := s.fail(app, a.Release); msg != "" {
 					as.State, as.Error, as.Rejected = agent.AppFailed, "release "+a.Release+"-x: "+msg, &a
+					as.Failure = &ferry.Failure{Kind: ferry.FailStart, Release: a.Release + "-x", Message: msg}
 				}
 			}
 			apps[app] = as
 		}
-		b, _ := json.Marshal(api.Report{State: agent.State{Host: s.host, Apps: apps}})
+		b, _ := json.Marshal(api.Report{State: api.HostReport{Host: s.host, Apps: apps}})
 		req, _ = http.NewRequest("POST", s.ts.srv.URL()+api.PathReport, bytes.NewReader(b))
 		req.Header.Set("Authorization", "Bearer "+s.cred)
 		if resp, err := s.ts.client.Do(req); err == nil {

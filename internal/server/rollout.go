@@ -11,9 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/internal/agent"
-	"github.com/ferrydeploy/ferry/internal/agent/health"
 )
 
 // Host rollout states.
@@ -428,57 +427,59 @@ func (s *Server) nudges(ctx context.Context, prefix string, rev int64) <-chan st
 // check says whether a host's report of the app shows rec's release
 // running with every process healthy, or why it failed there. Neither (ok
 // false, why "") means not yet.
-func check(rec *deployRecord, as *agent.AppState, reported bool) (ok bool, why string) {
+func check(rec *deployRecord, as *api.AppStatus, reported bool) (ok bool, why string) {
 	if rec.Release == 0 { // the app is being removed
-		return reported && (as == nil || as.State == agent.AppStopped), ""
+		return reported && (as == nil || as.State == ferry.AppStopped), ""
 	}
 	if as == nil {
 		return false, ""
 	}
 	want := label(rec.Release)
-	if rj := as.Rejected; rj != nil && (rj.Release == want || (rj.Release == "" && rj.SHA256 == rec.SHA256)) {
-		return false, "release " + want + ": " + agentError(as.Error, "rejected by the agent")
+	if rj := as.Rejected; rj != nil && (rj.Number == rec.Release || (rj.Number == 0 && rj.SHA256 == rec.SHA256)) {
+		return false, "release " + want + ": " + failureText(as, "rejected by the agent")
 	}
-	if as.Label != want && (as.Label != "" || as.SHA256 != rec.SHA256) {
+	if as.Number != rec.Release && (as.Number != 0 || as.SHA256 != rec.SHA256) {
 		return false, ""
 	}
 	switch as.State {
-	case agent.AppFailed:
-		return false, "release " + want + ": " + agentError(as.Error, "failed")
-	case agent.AppRunning:
+	case ferry.AppFailed:
+		return false, "release " + want + ": " + failureText(as, "failed")
+	case ferry.AppRunning:
 	default:
 		return false, ""
 	}
 	for _, p := range as.Processes {
-		if p.Health != health.Healthy {
+		if p.Health != ferry.Healthy {
 			return false, ""
 		}
 	}
 	return true, ""
 }
 
-// agentError drops the agent's own "release v5-1a2b3c4d: " prefix, since
-// the server names the release itself.
-func agentError(msg, def string) string {
-	if msg == "" {
-		return def
-	}
-	if rest, ok := strings.CutPrefix(msg, "release "); ok {
-		if _, after, ok := strings.Cut(rest, ": "); ok {
-			return after
+// failureText is what the agent said went wrong, without its own name for
+// the release (the server names it): the Failure's message, or def.
+func failureText(as *api.AppStatus, def string) string {
+	switch {
+	case as.Failure != nil && as.Failure.Message != "":
+		msg := as.Failure.Message
+		if as.Failure.RolledBackTo != "" {
+			msg += "; rolled back to " + as.Failure.RolledBackTo
 		}
+		return msg
+	case as.Error != "":
+		return as.Error
 	}
-	return msg
+	return def
 }
 
 // progress describes what a host last said about the app.
-func progress(as *agent.AppState) string {
+func progress(as *api.AppStatus) string {
 	if as == nil {
 		return " (the host has not reported the app)"
 	}
 	var bad []string
 	for _, p := range as.Processes {
-		if p.Health != health.Healthy {
+		if p.Health != ferry.Healthy {
 			bad = append(bad, fmt.Sprintf("%s.%d is %s", p.Process, p.Instance, cmp.Or(string(p.Health), "unknown")))
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/internal/agent"
 )
 
 // status answers hosts × apps as the agents last reported them, limited
@@ -42,7 +41,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 			through = d.Apps
 		}
 		seen := s.lastSeen(h, reps)
-		out := api.Host{Name: h.Name, Groups: groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*agent.AppState{}}
+		out := api.Host{Name: h.Name, Groups: groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*api.AppStatus{}}
 		for name, as := range reps[h.Name].State.Apps {
 			if (app != "" && name != app) || !p.coversApp(name) {
 				continue

@@ -12,7 +12,6 @@ import (
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/agent/health"
-	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/signature"
 )
 
@@ -381,9 +380,9 @@ func TestRollbackJudgedOnFreshReports(t *testing.T) {
 	want := ts.waitDesired(cred, "web", "v2").Doc.Apps["web"]
 	// The agent refused v2 (unsigned, with --trusted-keys): it still runs
 	// v1, and says so as an agent does: v1 failed, v2 rejected.
-	refused := &agent.AppState{Release: "v1-1a2b3c4d", Label: "v1", State: agent.AppFailed, Error: "release v2 refused: no signature",
-		Rejected: &want, Processes: []supervise.Status{{Process: "web", Instance: 1, State: "running", Health: health.Healthy}}}
-	ts.must(http.StatusNoContent, "POST", api.PathReport, cred, api.Report{State: agent.State{Host: "web-1", Apps: map[string]*agent.AppState{"web": refused}}}, nil)
+	refused := &api.AppStatus{Release: "v1-1a2b3c4d", Label: "v1", Number: 1, State: agent.AppFailed, Error: "release v2 refused: no signature",
+		Rejected: &want, Processes: []api.ProcessStatus{{Process: "web", Instance: 1, State: "running", Health: health.Healthy}}}
+	ts.must(http.StatusNoContent, "POST", api.PathReport, cred, api.Report{State: api.HostReport{Host: "web-1", Apps: map[string]*api.AppStatus{"web": refused}}}, nil)
 	ts.waitDeployment(d.ID, "failed", func(d api.Deployment) bool { return d.State == api.DeployFailed })
 	// The rollback to v1 starts with that report the newest the server
 	// has; the host reports v1 healthy only once its desired state moved.

@@ -18,18 +18,16 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/internal/fsutil"
 )
 
 // KeyType starts every public key line: "ferry-ed25519 BASE64 [comment]".
 const KeyType = "ferry-ed25519"
 
-// Signature is one signature of a release record: the signer's public key
-// and the signature, both base64.
-type Signature struct {
-	Key string `json:"key"`
-	Sig string `json:"sig"`
-}
+// Signature is one signature of a release record (ferry.Signature, which
+// the wire contract carries; its Valid checks it).
+type Signature = ferry.Signature
 
 // ReleaseMessage is the byte string a release signature covers.
 func ReleaseMessage(app string, release int, sha256 string, configRev int) []byte {
@@ -119,16 +117,6 @@ func parsePublic(b64 string) (ed25519.PublicKey, error) {
 func Sign(priv ed25519.PrivateKey, msg []byte) Signature {
 	pub := priv.Public().(ed25519.PublicKey)
 	return Signature{Key: base64.StdEncoding.EncodeToString(pub), Sig: base64.StdEncoding.EncodeToString(ed25519.Sign(priv, msg))}
-}
-
-// Valid reports whether s is a good signature of msg by its own key.
-func (s Signature) Valid(msg []byte) bool {
-	k, err := parsePublic(s.Key)
-	if err != nil {
-		return false
-	}
-	sig, err := base64.StdEncoding.DecodeString(s.Sig)
-	return err == nil && ed25519.Verify(k, msg, sig)
 }
 
 // KeyID is a short name of a public key, for messages.

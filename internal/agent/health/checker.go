@@ -15,14 +15,14 @@ import (
 	"github.com/ferrydeploy/ferry"
 )
 
-// Status is what the checks say about an instance.
-type Status string
+// Status is what the checks say about an instance (the wire's type).
+type Status = ferry.HealthStatus
 
 // The statuses, as `ferry agent status` reports them.
 const (
-	Unknown   Status = "unknown"
-	Healthy   Status = "healthy"
-	Unhealthy Status = "unhealthy"
+	Unknown   = ferry.HealthUnknown
+	Healthy   = ferry.Healthy
+	Unhealthy = ferry.Unhealthy
 )
 
 // Defaults for a Checker's zero fields, as ferry.yaml documents them.

@@ -13,7 +13,6 @@ import (
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/client"
-	"github.com/ferrydeploy/ferry/internal/agent"
 )
 
 // overviewView is the hosts × apps matrix and the deployments running.
@@ -446,7 +445,7 @@ func newMatrix(st api.Status, now time.Time) matrix {
 	return m
 }
 
-func cellOf(a *agent.AppState, lost bool, now time.Time) cell {
+func cellOf(a *api.AppStatus, lost bool, now time.Time) cell {
 	if a == nil {
 		return cell{Class: "none"}
 	}
