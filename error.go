@@ -16,6 +16,7 @@ const (
 	EDENIED      = "forbidden"    // the credential may not do this
 	EUNAVAILABLE = "unavailable"  // a dependency (the state store) cannot answer now; retry
 	ECORRUPT     = "corrupt"      // stored bytes no longer match their digest
+	ETRANSPORT   = "transport"    // no answer: the server could not be reached, or the connection broke; retry
 	ETOOLARGE    = "too_large"    // over a size limit the server is configured with
 	EINTERNAL    = "internal"
 )

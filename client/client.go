@@ -275,14 +275,15 @@ func (c *Client) transportError(base *url.URL, err error) error {
 	case errors.Is(err, context.Canceled):
 		return err
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("ferry server %s did not answer in time: %w", base, err)
+		return ferry.WrapError(ferry.ETRANSPORT, err, "ferry server %s did not answer in time", base)
 	case errors.As(err, &ua):
-		return fmt.Errorf("cannot reach ferry server %s: its certificate is not signed by a trusted CA; "+
-			"pass the server CA's fingerprint with --ca-sha256 (FERRY_CA_SHA256): %w", base, err)
+		// Not a transport failure: retrying will not help.
+		return ferry.WrapError(ferry.EINVALID, err, "cannot reach ferry server %s: its certificate is not signed by a trusted CA; "+
+			"pass the server CA's fingerprint with --ca-sha256 (FERRY_CA_SHA256)", base)
 	case errors.As(err, &hn):
-		return fmt.Errorf("cannot reach ferry server %s: its certificate is for another name: %w", base, err)
+		return ferry.WrapError(ferry.EINVALID, err, "cannot reach ferry server %s: its certificate is for another name", base)
 	}
-	return fmt.Errorf("cannot reach ferry server %s: %w", base, unwrapURL(err))
+	return ferry.WrapError(ferry.ETRANSPORT, unwrapURL(err), "cannot reach ferry server %s", base)
 }
 
 // unwrapURL drops *url.Error's `Get "https://…":` prefix, already said.
@@ -314,7 +315,13 @@ func (c *Client) answerError(base *url.URL, cl call, resp *http.Response) error 
 	if text == "" {
 		text = http.StatusText(resp.StatusCode)
 	}
-	return ferry.Errorf(api.ErrorKind(resp.StatusCode), "ferry server %s: %s %s: %s: %s", base.Host, cl.method, cl.path, resp.Status, text)
+	kind := api.ErrorKind(resp.StatusCode)
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// A proxy or load balancer that could not reach a ferry server.
+		kind = ferry.ETRANSPORT
+	}
+	return ferry.Errorf(kind, "ferry server %s: %s %s: %s: %s", base.Host, cl.method, cl.path, resp.Status, text)
 }
 
 // path fills api path template p's {name} values, escaped, in order.

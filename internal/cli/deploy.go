@@ -386,8 +386,9 @@ func (w *deployWatcher) follow(ctx context.Context, d api.Deployment) (api.Deplo
 		}
 		if err != nil {
 			// A server restarting mid-rollout resumes it; keep watching
-			// through a short outage, but not through a real error.
-			if failures++; ferry.ErrorCode(err) != ferry.EINTERNAL || failures > 30 {
+			// through a short outage (no answer, or a store failing over),
+			// but not through a real error.
+			if failures++; !retryable(err) || failures > 30 {
 				return d, fmt.Errorf("watch deployment %s (it continues on the server): %w", d.ID, err)
 			}
 			fmt.Fprintf(w.env.Stderr, "%v; retrying\n", err)
@@ -569,4 +570,14 @@ func deployFailure(d api.Deployment) string {
 		fmt.Fprintf(&b, "; not rolled back (auto-rollback off): touched hosts keep v%d (ferry rollback %s --to %s)", d.Release, d.App, d.Group)
 	}
 	return b.String()
+}
+
+// retryable reports whether err is worth asking again: no answer came, or
+// the server said it cannot answer now. Only these kinds are retried.
+func retryable(err error) bool {
+	switch ferry.ErrorCode(err) {
+	case ferry.ETRANSPORT, ferry.EUNAVAILABLE:
+		return true
+	}
+	return false
 }

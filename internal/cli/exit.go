@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/ferrydeploy/ferry"
 )
@@ -27,7 +26,7 @@ func ExitCode(ctx context.Context, err error) int {
 		return ExitInterrupted
 	}
 	var u usageError
-	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") {
+	if errors.As(err, &u) {
 		return ExitUsage
 	}
 	switch ferry.ErrorCode(err) {

@@ -54,6 +54,8 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 		Version:       Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		// An unknown command is a usage error (exit 2), told by its type.
+		Args: args(cobra.NoArgs),
 	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)

@@ -321,7 +321,9 @@ func leaseOpt(id state.LeaseID) []clientv3.OpOption {
 
 // wrapLease is wrap that turns etcd's "lease not found" into ENOTFOUND.
 func wrapLease(ctx context.Context, err error, id state.LeaseID) error {
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) || strings.Contains(err.Error(), rpctypes.ErrLeaseNotFound.Error()) {
+	// rpctypes.Error turns a gRPC status that left the client unconverted
+	// into etcd's typed error, so no message is compared.
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || rpctypes.Error(err) == rpctypes.ErrLeaseNotFound {
 		return ferry.Errorf(ferry.ENOTFOUND, "lease %d not found or expired", id)
 	}
 	return wrap(ctx, err)
@@ -333,9 +335,9 @@ func wrap(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.Canceled || status.Code(err) == codes.DeadlineExceeded) {
 		return ctx.Err()
 	}
-	msg := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "deadline exceeded") ||
-		strings.Contains(msg, "request timed out") || strings.Contains(msg, "leader changed") {
+	switch e := rpctypes.Error(err); {
+	case errors.Is(err, context.DeadlineExceeded), e == rpctypes.ErrTimeout, e == rpctypes.ErrLeaderChanged,
+		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrLeaderChanged):
 		return ferry.Errorf(ferry.EUNAVAILABLE, "the state store (etcd) is unavailable: no answer in time (has it lost quorum?): %v", err)
 	}
 	switch status.Code(err) {
