@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -591,7 +590,7 @@ func (r *appRunner) checkSigned(want *desired.App) error {
 	if len(r.a.cfg.TrustedKeys) == 0 {
 		return nil
 	}
-	n, err := strconv.Atoi(strings.TrimPrefix(want.Release, "v"))
+	n, err := ferry.ParseRelease(want.Release)
 	if err != nil {
 		return fmt.Errorf("release %q refused: only signed releases run here, and its label is no release number", want.Release)
 	}
