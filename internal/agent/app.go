@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -609,7 +608,7 @@ func (r *appRunner) checkSigned(want *desired.App) error {
 		// A desired-state file written by hand has no number field; its
 		// author names the server release a signature covers as "vN".
 		var err error
-		if n, err = strconv.Atoi(strings.TrimPrefix(want.Release, "v")); err != nil {
+		if n, err = ferry.ParseRelease(want.Release); err != nil {
 			return fmt.Errorf("release %q refused: only signed releases run here, and it names no release number", want.Release)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -285,21 +284,14 @@ func parseBatch(s string) (string, error) {
 
 // parseRelease reads a release number: v12, V12 or 12.
 func parseRelease(s string) (int, error) {
-	t := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "v"), "V")
-	n, err := strconv.Atoi(t)
-	if err != nil || n < 1 || strings.HasPrefix(t, "+") {
-		return 0, fmt.Errorf("%q is not a release like v12", s)
-	}
-	return n, nil
+	return ferry.ParseRelease(strings.TrimSpace(s))
 }
-
-var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // parseVersionArg tells an artifact's sha256 (optionally "sha256:…") from
 // its version.
 func parseVersionArg(s string) (version, sum string) {
 	t := strings.ToLower(strings.TrimPrefix(s, "sha256:"))
-	if sha256Re.MatchString(t) {
+	if ferry.CheckSHA256(t) == nil {
 		return "", t
 	}
 	return s, ""

@@ -66,7 +66,8 @@ func TestParseRelease(t *testing.T) {
 			t.Errorf("parseRelease(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "v", "v0", "v-1", "v+1", "vv1", "v1.2", "latest"} {
+	// vV1 was release 1 while each prefix was trimmed in turn.
+	for _, in := range []string{"", "v", "v0", "v-1", "v+1", "vv1", "vV1", "v1.2", "latest", "v 1"} {
 		if got, err := parseRelease(in); err == nil {
 			t.Errorf("parseRelease(%q) = %d, want an error", in, got)
 		}
@@ -122,6 +123,7 @@ func TestDeployUsage(t *testing.T) {
 		{[]string{"deploy", "hello", "--to", "prod", "--strategy", "fast"}, "use all, rolling or canary"},
 		{[]string{"deploy", "hello", "v1", "--to", "prod", "--release", "v2"}, "not both"},
 		{[]string{"rollback", "hello", "--to", "prod", "--release", "x"}, "not a release"},
+		{[]string{"deploy", "hello", "--to", "prod", "--release", "v0"}, `--release: "v0" is not a release number: want v and a number from 1 up, like v12`},
 		{[]string{"promote", "hello"}, "--to GROUP is required"},
 		{[]string{"deploy", "hello", "--to", "prod", "-o", "yaml"}, "use text or json"},
 	} {

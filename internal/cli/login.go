@@ -4,15 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/client"
 )
-
-var caSHA256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func newLogin(env Env) *cobra.Command {
 	var token, ca string
@@ -49,8 +47,10 @@ signed by a CA the system trusts (--tls-cert on the server).
 				return usageError{fmt.Errorf("--token is required (or - to read it from stdin)")}
 			}
 			ca = strings.ToLower(strings.TrimSpace(ca))
-			if ca != "" && !caSHA256Re.MatchString(ca) {
-				return usageError{fmt.Errorf("--ca-sha256 %q: want the 64 hex digits of the CA certificate's sha256", ca)}
+			if ca != "" {
+				if err := ferry.CheckSHA256(ca); err != nil {
+					return usageError{fmt.Errorf("--ca-sha256, the CA certificate's sha256: %w", err)}
+				}
 			}
 			us, err := client.ParseServers(a[0])
 			if err != nil {

@@ -81,6 +81,7 @@ func TestLoginUsage(t *testing.T) {
 		{[]string{"login"}, "accepts 1 arg"},
 		{[]string{"login", "https://x:7400"}, "--token is required"},
 		{[]string{"login", "https://x:7400", "--token", "t", "--ca-sha256", "abc"}, "64 hex digits"},
+		{[]string{"login", "https://x:7400", "--token", "t", "--ca-sha256", strings.Repeat("g", 64)}, `--ca-sha256, the CA certificate's sha256: "` + strings.Repeat("g", 64) + `" is not a sha256: 'g' is not a hex digit (0-9, a-f)`},
 		{[]string{"login", "ftp://x", "--token", "t"}, "use https://HOST:PORT"},
 	} {
 		out, code := runCLI(t, tc.args...)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -29,13 +28,6 @@ type Doc = ferry.Desired
 
 // App is one app the host should run.
 type App = ferry.DesiredApp
-
-var (
-	// The same rule as spec's, so every app a ferry.yaml can name fits here.
-	appNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	procNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
-	sha256Re   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-)
 
 // docYAML and appYAML are what the bytes decode into before checking: the
 // leaf types keep scalars as written and reject what App would silently
@@ -102,21 +94,19 @@ func checkApp(name string, y appYAML) (App, error) {
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !appNameRe.MatchString(name) {
-		bad("%s: %q is not a valid app name: use lowercase letters, digits, - and _, starting with a letter or digit, at most 63", p, name)
+	// ferry's rules, as spec's, so every app a ferry.yaml can name fits here.
+	if err := ferry.CheckAppName(name); err != nil {
+		bad("%s: %v", p, err)
 	}
 	if a.Artifact == "" {
 		bad("%s.artifact: missing; set the artifact's URL or path (file://…, https://…)", p)
 	} else if _, err := url.Parse(a.Artifact); err != nil {
 		bad("%s.artifact: not a valid URL: %v", p, errors.Unwrap(err))
 	}
-	switch {
-	case a.SHA256 == "":
+	if a.SHA256 == "" {
 		bad("%s.sha256: missing; set the artifact's sha256 (64 hex digits, as `ferry build` and sha256sum print it)", p)
-	case len(a.SHA256) == 64 && !sha256Re.MatchString(a.SHA256):
-		bad("%s.sha256: %q has a character that is not a hex digit (0-9, a-f)", p, a.SHA256)
-	case !sha256Re.MatchString(a.SHA256):
-		bad("%s.sha256: %q is not a sha256: want 64 hex digits, got %d characters", p, a.SHA256, len(a.SHA256))
+	} else if err := ferry.CheckSHA256(a.SHA256); err != nil {
+		bad("%s.sha256: %v", p, err)
 	}
 	if len(y.Env) > 0 {
 		a.Env = make(map[string]string, len(y.Env))
@@ -132,10 +122,9 @@ func checkApp(name string, y appYAML) (App, error) {
 	}
 	for _, k := range slices.Sorted(maps.Keys(y.Scale)) {
 		n := int(y.Scale[k])
-		switch {
-		case !procNameRe.MatchString(k):
-			bad("%s.scale: %q is not a valid process name: use letters, digits, - and _, starting with a letter or digit", p, k)
-		case n < 0:
+		if err := ferry.CheckProcessName(k); err != nil {
+			bad("%s.scale: %v", p, err)
+		} else if n < 0 {
 			bad("%s.scale.%s: %d is negative; use 0 to run no instances", p, k, n)
 		}
 		a.Scale[k] = n

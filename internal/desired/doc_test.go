@@ -90,6 +90,10 @@ func TestParseErrors(t *testing.T) {
 		{app("    scale: {web: 1.5}\n"), "apps.web.scale.web: 1.5 is not a whole number (line 5)"},
 		{app("    scale: {web: two}\n"), "apps.web.scale.web: two is not a whole number"},
 		{app("    scale: {we b: 1}\n"), `apps.web.scale: "we b" is not a valid process name`},
+		// What is wrong with a name or digest, by ferry's rules.
+		{"apps:\n  web: {artifact: x, sha256: " + strings.Repeat("g", 64) + "}\n", `apps.web.sha256: "` + strings.Repeat("g", 64) + `" is not a sha256: 'g' is not a hex digit (0-9, a-f)`},
+		{"apps:\n  -web: {artifact: x, sha256: " + sum + "}\n", `apps.-web: "-web" is not a valid app name: it starts with '-'; use lowercase letters, digits, - and _`},
+		{app("    scale: {web.1: 1}\n"), `apps.web.scale: "web.1" is not a valid process name: '.' is not allowed`},
 		{app("    artifact: y\n"), `mapping key "artifact" already defined`},
 		{"apps: [web]\n", "apps: sequence was used where mapping is expected (line 1)"},
 		{"apps:\n  web: 3\n", "apps.web: "},

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,11 +93,6 @@ func Formats() []string {
 	return names
 }
 
-var (
-	// Names become file names, unit names and labels: keep them plain.
-	appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-)
-
 // Render returns the files of an export without touching the disk.
 func Render(format string, o Options) ([]File, error) {
 	r, ok := renderers[format]
@@ -152,8 +146,10 @@ func plan(format string, o *Options) ([]instance, error) {
 		return nil, errors.New("export: no app")
 	}
 	app := o.App.Name
-	if !appNameRe.MatchString(app) {
-		return nil, ferry.Errorf(ferry.EINVALID, "export: %q is not a valid app name (lowercase letters, digits, - and _)", app)
+	// Names become file names, unit names and labels: ferry's app rule
+	// keeps them plain.
+	if err := ferry.CheckAppName(app); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
 	}
 	if len(o.App.Processes) == 0 {
 		return nil, ferry.Errorf(ferry.EINVALID, "export: app %s has no processes: list them under processes: in ferry.yaml or in a Procfile", app)

@@ -382,6 +382,7 @@ func TestErrors(t *testing.T) {
 		{"no instances", "systemd", opts(func(o *Options) { o.Scale = map[string]int{"web": 0, "worker": 0} }), "every process of hello has scale 0"},
 		{"no processes", "systemd", opts(func(o *Options) { o.App = &ferry.App{Name: "hello"} }), "app hello has no processes"},
 		{"bad app name", "systemd", opts(func(o *Options) { o.App.Name = "../etc" }), `"../etc" is not a valid app name`},
+		{"app name with a dot", "launchd", opts(func(o *Options) { o.App.Name = "a.b" }), `export: "a.b" is not a valid app name: '.' is not allowed; use lowercase letters, digits, - and _`},
 		{"relative dir", "systemd", opts(func(o *Options) { o.Dir = "units" }), `output directory "units" must be an absolute path`},
 		{"bad env key", "systemd", opts(func(o *Options) { o.Env = map[string]string{"A-B": "x"} }), `"A-B" is not a valid variable name`},
 		{"bad env value", "systemd", opts(func(o *Options) { o.Env = map[string]string{"A": "\xff"} }), "value of A is not valid UTF-8"},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -15,9 +14,6 @@ import (
 	"github.com/ferrydeploy/ferry/internal/desired"
 	"github.com/ferrydeploy/ferry/internal/state"
 )
-
-// nameRe is what host and group names may be.
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // hostRecord is a host that joined.
 type hostRecord struct {
@@ -60,7 +56,7 @@ func (d hostDesired) names(sum string) bool {
 	return false
 }
 
-func label(n int) string { return fmt.Sprintf("v%d", n) }
+func label(n int) string { return ferry.FormatRelease(n) }
 
 func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, error) {
 	var d hostDesired
@@ -178,8 +174,8 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if !nameRe.MatchString(req.Name) {
-		return ferry.Errorf(ferry.EINVALID, "name %q: a host name of letters, digits, ., - and _", req.Name)
+	if err := ferry.CheckHostName(req.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
 	}
 	jt, err := s.checkToken(ctx, req.Token)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"hash"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,8 +20,6 @@ import (
 	"github.com/ferrydeploy/ferry/internal/store"
 )
 
-var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // upload streams the body into the store while hashing it; a digest that
 // does not match X-Ferry-SHA256 fails the store's Put, which leaves
 // nothing behind. The app comes first in X-Ferry-App, so a credential
@@ -31,12 +28,15 @@ var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	sum := strings.ToLower(r.Header.Get(api.SHA256Header))
-	if !sha256Re.MatchString(sum) {
-		return ferry.Errorf(ferry.EINVALID, "%s: want the artifact's sha256, 64 hex digits", api.SHA256Header)
+	if err := ferry.CheckSHA256(sum); err != nil {
+		return fmt.Errorf("%s, the artifact's sha256: %w", api.SHA256Header, err)
 	}
 	app := r.Header.Get(api.AppHeader)
-	if !nameRe.MatchString(app) {
+	if app == "" {
 		return ferry.Errorf(ferry.EINVALID, "%s: name the artifact's app (ferry publish does; a ferry older than the server does not: update it)", api.AppHeader)
+	}
+	if err := ferry.CheckAppName(app); err != nil {
+		return fmt.Errorf("%s: %w", api.AppHeader, err)
 	}
 	if err := p.scopeApp(app); err != nil {
 		return err

@@ -274,8 +274,8 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 		return ferry.Errorf(ferry.EINVALID, "groups: missing; name the group(s) hosts join with this token")
 	}
 	for _, g := range req.Groups {
-		if !nameRe.MatchString(g) {
-			return ferry.Errorf(ferry.EINVALID, "group %q: use letters, digits, ., - and _", g)
+		if err := ferry.CheckGroupName(g); err != nil {
+			return fmt.Errorf("groups: %w", err)
 		}
 	}
 	if !p.coversApp("") {
@@ -289,8 +289,8 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 		return ferry.Errorf(ferry.EINVALID, "uses: negative")
 	}
 	if req.Replace != "" {
-		if !nameRe.MatchString(req.Replace) {
-			return ferry.Errorf(ferry.EINVALID, "replace %q: a host name of letters, digits, ., - and _", req.Replace)
+		if err := ferry.CheckHostName(req.Replace); err != nil {
+			return fmt.Errorf("replace: %w", err)
 		}
 		var h hostRecord
 		found, err := s.lookup(r.Context(), prefixHosts+req.Replace, &h)

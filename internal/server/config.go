@@ -68,11 +68,13 @@ func (s *Server) changeConfig(w http.ResponseWriter, r *http.Request, p *princip
 	if err := decode(r, &ch); err != nil {
 		return err
 	}
-	if !nameRe.MatchString(app) {
-		return ferry.Errorf(ferry.EINVALID, "app %q: a name of letters, digits, ., - and _", app)
+	if err := ferry.CheckAppName(app); err != nil {
+		return fmt.Errorf("app: %w", err)
 	}
-	if ch.Group != "" && !nameRe.MatchString(ch.Group) {
-		return ferry.Errorf(ferry.EINVALID, "group %q: a name of letters, digits, ., - and _", ch.Group)
+	if ch.Group != "" {
+		if err := ferry.CheckGroupName(ch.Group); err != nil {
+			return fmt.Errorf("group: %w", err)
+		}
 	}
 	if err := p.scope(app, ch.Group); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -109,8 +108,6 @@ func (h *logHub) get(id string) *logSession {
 	return h.byID[id]
 }
 
-var processRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // logs streams the log lines of an app's processes from the hosts that
 // run it, as NDJSON: the last ?lines=N (default 100) of each instance,
 // only those of the last ?since=D, and with ?follow=1 new ones until the
@@ -121,11 +118,13 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 	defer release()
 	q := r.URL.Query()
 	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true"}
-	if !nameRe.MatchString(req.App) {
-		return ferry.Errorf(ferry.EINVALID, "logs: app %q: name an app", req.App)
+	if err := ferry.CheckAppName(req.App); err != nil {
+		return ferry.WrapError(ferry.EINVALID, err, "logs: app")
 	}
-	if req.Process != "" && !processRe.MatchString(req.Process) {
-		return ferry.Errorf(ferry.EINVALID, "logs: process %q: a process name of letters, digits, ., - and _", req.Process)
+	if req.Process != "" {
+		if err := ferry.CheckProcessName(req.Process); err != nil {
+			return ferry.WrapError(ferry.EINVALID, err, "logs: process")
+		}
 	}
 	if v := q.Get("lines"); v != "" {
 		n, err := strconv.Atoi(v)

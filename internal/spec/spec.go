@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -30,11 +29,6 @@ const (
 const (
 	DefaultKeepReleases = 5
 	DefaultStopTimeout  = 10 * time.Second
-)
-
-var (
-	appNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	procNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 )
 
 type fileYAML struct {
@@ -131,8 +125,8 @@ func Parse(b []byte) (*ferry.App, error) {
 		Hooks:   ferry.Hooks(f.Hooks),
 		Shared:  f.Shared,
 	}
-	if !appNameRe.MatchString(app.Name) {
-		return nil, fmt.Errorf("app: %q is not a valid app name (lowercase letters, digits, - and _, starting with a letter or digit)", app.Name)
+	if err := ferry.CheckAppName(app.Name); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
 	}
 	if app.Build.Go != "" && app.Build.Command != "" {
 		return nil, errors.New("build: set either go or command, not both")
@@ -201,8 +195,8 @@ func checkBatch(s string) error {
 func parseProcess(name string, y processYAML) (ferry.Process, error) {
 	where := "processes." + name
 	p := ferry.Process{Name: name, Command: strings.TrimSpace(y.Command), Port: y.Port, Upgrade: y.Upgrade, Scale: 1}
-	if !procNameRe.MatchString(name) {
-		return p, fmt.Errorf("%s: not a valid process name (letters, digits, - and _)", where)
+	if err := ferry.CheckProcessName(name); err != nil {
+		return p, fmt.Errorf("%s: %w", where, err)
 	}
 	if p.Command == "" {
 		return p, fmt.Errorf("%s.command: missing; say what to run, e.g. `command: bin/%s`", where, name)
@@ -310,8 +304,11 @@ func ParseProcfile(b []byte) ([]ferry.Process, error) {
 		}
 		name, cmd, ok := strings.Cut(l, ":")
 		name, cmd = strings.TrimSpace(name), strings.TrimSpace(cmd)
-		if !ok || !procNameRe.MatchString(name) || cmd == "" {
+		if !ok || cmd == "" {
 			return nil, fmt.Errorf("line %d: %q is not `name: command`", i+1, l)
+		}
+		if err := ferry.CheckProcessName(name); err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("line %d: process %q is listed twice", i+1, name)

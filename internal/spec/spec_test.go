@@ -62,6 +62,10 @@ func TestParseErrors(t *testing.T) {
 		{"app: x\nkeep_releases: 1\n", "keep_releases"},
 		{"app: x\nbuild: {go: ., command: make}\n", "not both"},
 		{"name: x\n", "unknown field"},
+		// Names, by ferry's one rule for each kind, saying what is wrong.
+		{"app: Web\n", `app: "Web" is not a valid app name: 'W' is not allowed; use lowercase letters, digits, - and _`},
+		{"app: " + strings.Repeat("a", 64) + "\n", "valid app name: it has 64 characters"},
+		{"app: x\nprocesses:\n  web.1: {command: a}\n", `processes.web.1: "web.1" is not a valid process name: '.' is not allowed`},
 	}
 	for _, tt := range tests {
 		if _, err := Parse([]byte(tt.yml)); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -79,6 +83,11 @@ func TestParseProcfile(t *testing.T) {
 		if _, err := ParseProcfile([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+	// A bad name is told apart from a line that is no `name: command`.
+	const want = `line 2: "web.1" is not a valid process name: '.' is not allowed`
+	if _, err := ParseProcfile([]byte("web: a\nweb.1: b\n")); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("a process named web.1: %v, want %s…", err, want)
 	}
 }
 

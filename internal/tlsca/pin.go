@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ferrydeploy/ferry"
 )
 
 // Fingerprint is the hex sha256 of the DER bytes of the first certificate
@@ -49,8 +51,8 @@ func PinnedClient(caSHA256 string) *tls.Config {
 }
 
 func verifyPinned(pin string, cs tls.ConnectionState, now time.Time) error {
-	if b, err := hex.DecodeString(pin); err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("tlsca: --ca-sha256 %q is not 64 hex digits", pin)
+	if err := ferry.CheckSHA256(pin); err != nil {
+		return fmt.Errorf("tlsca: --ca-sha256 is not 64 hex digits: %w", err)
 	}
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tlsca: the server sent no certificate")

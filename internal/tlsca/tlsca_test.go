@@ -245,6 +245,7 @@ func TestPinnedClientRejects(t *testing.T) {
 		{"other CA", serverConfig(t, other), f.CASHA256, "", "no CA in the server's chain matches"},
 		{"wrong pin", serverConfig(t, f), other.CASHA256, "", "no CA in the server's chain matches"},
 		{"malformed pin", serverConfig(t, f), "abc", "", "not 64 hex digits"},
+		{"pin with a non-hex digit", serverConfig(t, f), strings.Repeat("g", 64), "", `is not a sha256: 'g' is not a hex digit (0-9, a-f)`},
 		{"no CA sent", leafOnly, f.CASHA256, "", "sent no CA certificate"},
 		{"expired leaf", chain(expired, ca), f.CASHA256, "", "expired"},
 		{"leaf of another CA", chain(forged, ca), f.CASHA256, "", "unknown authority"},

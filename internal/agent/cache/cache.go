@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -36,8 +35,6 @@ const (
 
 // emptySHA256 is the digest of no bytes: the one artifact that may be empty.
 const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-var digestRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Cache is a content-addressed store of downloaded files. Its methods are
 // safe for concurrent use; a Cache must not be copied after first use.
@@ -82,8 +79,8 @@ func (c *Cache) Path(sha256 string) string {
 // done.
 func (c *Cache) Get(ctx context.Context, src, sha256 string) (path string, hit bool, err error) {
 	digest := strings.ToLower(sha256)
-	if !digestRe.MatchString(digest) {
-		return "", false, ferry.Errorf(ferry.EINVALID, "cache: %q is not a sha256 (64 hex digits)", sha256)
+	if err := ferry.CheckSHA256(digest); err != nil {
+		return "", false, ferry.WrapError(ferry.EINVALID, err, "cache")
 	}
 	if c.Dir == "" {
 		return "", false, ferry.Errorf(ferry.EINVALID, "cache: no directory set")

@@ -129,6 +129,10 @@ func TestGetInvalidDigest(t *testing.T) {
 			t.Errorf("%q: err %v, want EINVALID", d, err)
 		}
 	}
+	// Says what is wrong, by ferry.CheckSHA256.
+	if _, _, err := c.Get(t.Context(), "/nowhere", strings.Repeat("z", 64)); err == nil || !strings.HasPrefix(err.Error(), `cache: "zzz`) || !strings.HasSuffix(err.Error(), `is not a sha256: 'z' is not a hex digit (0-9, a-f)`) {
+		t.Errorf("64 × z: %v", err)
+	}
 }
 
 func TestGetFromFile(t *testing.T) {

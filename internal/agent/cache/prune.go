@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ferrydeploy/ferry"
 )
 
 // staleTemp is how long a temp file may go unwritten before Prune takes it
@@ -61,7 +63,7 @@ func (c *Cache) Prune(keep map[string]bool) ([]string, error) {
 			if time.Since(fi.ModTime()) > staleTemp {
 				remove(name)
 			}
-		case digestRe.MatchString(name) && fi.Mode().IsRegular():
+		case ferry.CheckSHA256(name) == nil && fi.Mode().IsRegular():
 			entries = append(entries, entry{name, fi.Size(), fi.ModTime()})
 			total += fi.Size()
 		}

@@ -13,11 +13,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/agent/logfile"
 	"github.com/ferrydeploy/ferry/internal/fetch"
@@ -60,8 +60,6 @@ func Serve(ctx context.Context, srv Server, appsDir string, log *slog.Logger) {
 	}
 }
 
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // Answer streams the lines rq asks for to the server.
 func Answer(parent context.Context, srv Server, appsDir string, rq api.LogRequest) error {
 	ctx, cancel := context.WithCancel(parent)
@@ -89,8 +87,15 @@ func Answer(parent context.Context, srv Server, appsDir string, rq api.LogReques
 }
 
 func tail(ctx context.Context, appsDir string, rq api.LogRequest, out *encoder) error {
-	if !nameRe.MatchString(rq.App) || (rq.Process != "" && !nameRe.MatchString(rq.Process)) {
-		return fmt.Errorf("app %q, process %q: not names", rq.App, rq.Process)
+	// The names go into a path and a glob: ferry's rules keep them one
+	// plain path element.
+	if err := ferry.CheckAppName(rq.App); err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	if rq.Process != "" {
+		if err := ferry.CheckProcessName(rq.Process); err != nil {
+			return fmt.Errorf("process: %w", err)
+		}
 	}
 	pattern := "*.log"
 	if rq.Process != "" {
