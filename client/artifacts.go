@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 
@@ -15,14 +16,16 @@ import (
 	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
-// UploadArtifact publishes the artifact file at path. It hashes the file,
-// asks the server whether it has that sha256 (HEAD) and, when it has,
-// returns its record with Existed set without sending a byte. Otherwise it
-// streams the file with its digest in api.SHA256Header; the server verifies
-// and registers it. progress, when not nil, is called as bytes go out.
+// UploadArtifact publishes the artifact file at path in one request. It
+// reads the file once for its sha256 and app (meta.json), then sends it
+// with both in headers and Expect: 100-continue: a server that has those
+// bytes answers at once with their record, Existed set, and the file is
+// not read again; otherwise the server asks for the body and takes the
+// rest of what it records from it. progress, when not nil, is called as
+// bytes go out.
 func (c *Client) UploadArtifact(ctx context.Context, path string, progress func(done, total int64)) (api.Artifact, error) {
 	var a api.Artifact
-	f, err := os.Open(path)
+	f, err := openArtifact(path)
 	if err != nil {
 		return a, ferry.WrapError(ferry.EINVALID, err, "publish")
 	}
@@ -34,62 +37,59 @@ func (c *Client) UploadArtifact(ctx context.Context, path string, progress func(
 	if !fi.Mode().IsRegular() {
 		return a, ferry.Errorf(ferry.EINVALID, "publish: %s is not a file", path)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
-		return a, fmt.Errorf("publish: hash %s: %w", path, err)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return a, fmt.Errorf("publish: %w", err)
-	}
-	files, err := artifact.ReadFiles(ctxReader{ctx, f}, ferry.MetaPath)
-	if err != nil {
-		return a, ferry.WrapError(ferry.EINVALID, err, "publish %s: not a ferry artifact", path)
-	}
-	var meta ferry.Meta
-	if err := json.Unmarshal(files[ferry.MetaPath], &meta); err != nil || meta.App == "" {
-		return a, ferry.Errorf(ferry.EINVALID, "publish %s: not a ferry artifact (no app in %s); build it with ferry build", path, ferry.MetaPath)
-	}
-	has, err := c.HasArtifact(ctx, sum)
+	sum, meta, err := scanArtifact(ctx, f, path)
 	if err != nil {
 		return a, err
-	}
-	if has {
-		return c.existing(ctx, sum, fi.Size())
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return a, fmt.Errorf("publish: %w", err)
 	}
 	var body io.Reader = ctxReader{ctx, f}
 	if progress != nil {
-		progress(0, fi.Size())
 		body = &progressReader{r: body, total: fi.Size(), fn: progress}
 	}
 	_, err = c.do(ctx, call{
 		method: http.MethodPost, path: api.PathArtifacts,
 		raw: body, length: fi.Size(),
-		// 100-continue: a refused credential is answered before the
-		// whole artifact has been sent for nothing.
+		// 100-continue: an artifact the server has, or a refused
+		// credential, is answered before a byte of the body is sent.
 		header: http.Header{api.SHA256Header: {sum}, api.AppHeader: {meta.App}, "Content-Type": {"application/octet-stream"}, "Expect": {"100-continue"}},
 		out:    &a, wait: -1,
 	})
 	return a, err
 }
 
-// existing is the record of an artifact the server already has. HEAD says
-// only that it exists, so its app and version come from the listing.
-func (c *Client) existing(ctx context.Context, sum string, size int64) (api.Artifact, error) {
-	list, err := c.Artifacts(ctx)
+// artifactFile is what UploadArtifact reads: an *os.File, or in tests one
+// that counts its reads.
+type artifactFile interface {
+	io.ReadSeekCloser
+	Stat() (fs.FileInfo, error)
+}
+
+// openArtifact opens the file UploadArtifact publishes; tests replace it.
+var openArtifact = func(name string) (artifactFile, error) { return os.Open(name) }
+
+// scanArtifact reads f once, hashing every byte while meta.json is taken
+// from the same bytes on their way through.
+func scanArtifact(ctx context.Context, f io.Reader, path string) (string, ferry.Meta, error) {
+	var meta ferry.Meta
+	h := sha256.New()
+	r := ctxReader{ctx, f}
+	files, err := artifact.ReadFiles(io.TeeReader(r, h), ferry.MetaPath)
+	if ctx.Err() != nil {
+		return "", meta, ctx.Err()
+	}
 	if err != nil {
-		return api.Artifact{}, err
+		return "", meta, ferry.WrapError(ferry.EINVALID, err, "publish %s: not a ferry artifact", path)
 	}
-	for _, a := range list {
-		if a.SHA256 == sum {
-			a.Existed = true
-			return a, nil
-		}
+	if err := json.Unmarshal(files[ferry.MetaPath], &meta); err != nil || meta.App == "" {
+		return "", meta, ferry.Errorf(ferry.EINVALID, "publish %s: not a ferry artifact (no app in %s); build it with ferry build", path, ferry.MetaPath)
 	}
-	return api.Artifact{SHA256: sum, Size: size, Existed: true}, nil
+	// ReadFiles stops at meta.json: the rest is only hashed.
+	if _, err := io.Copy(h, r); err != nil {
+		return "", meta, fmt.Errorf("publish: hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), meta, nil
 }
 
 // HasArtifact reports whether the server stores the artifact sha256.
@@ -108,15 +108,21 @@ func (c *Client) Artifacts(ctx context.Context) ([]api.Artifact, error) {
 	return out, err
 }
 
-// progressReader reports bytes read so far.
+// progressReader reports bytes read so far, from 0 at the first read: an
+// upload the server declines before the body reports nothing.
 type progressReader struct {
-	r     io.Reader
-	done  int64
-	total int64
-	fn    func(done, total int64)
+	r       io.Reader
+	done    int64
+	total   int64
+	fn      func(done, total int64)
+	started bool
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
+	if !p.started {
+		p.started = true
+		p.fn(0, p.total)
+	}
 	n, err := p.r.Read(b)
 	p.done += int64(n)
 	if n > 0 {

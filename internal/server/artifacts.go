@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 	"io"
@@ -24,7 +23,11 @@ import (
 // does not match X-Ferry-SHA256 fails the store's Put, which leaves
 // nothing behind. The app comes first in X-Ferry-App, so a credential
 // scoped to other apps is refused before any byte is sent, and the bytes
-// go straight to their key, artifacts/<app>/<sha256>.tar.zst.
+// go straight to their key, artifacts/<app>/<sha256>.tar.zst. An artifact
+// the server has is answered 200 before the body too: a publish is one
+// request, and sends the bytes only when they are new. The record's
+// metadata (meta.json, ferry.yaml's deploy policy) is taken from the body
+// as it streams by: nothing is read back from the store.
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	sum := strings.ToLower(r.Header.Get(api.SHA256Header))
@@ -41,7 +44,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err := p.scopeApp(app); err != nil {
 		return err
 	}
-	var rec api.Artifact
+	var rec artifactRecord
 	found, err := s.lookup(ctx, prefixArts+sum, &rec)
 	if err != nil {
 		return err
@@ -52,7 +55,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if found {
 		if _, _, err := s.blobKey(ctx, app, sum); err == nil {
 			rec.Existed = true
-			return writeJSON(w, http.StatusOK, rec)
+			return writeJSON(w, http.StatusOK, rec.Artifact)
 		}
 	}
 	if r.ContentLength < 0 {
@@ -70,7 +73,8 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	// client that asked 100-continue never sends it).
 	had := false
 	if _, err := s.blobs.Stat(ctx, key); err == nil {
-		switch err := store.Verify(ctx, s.blobs, key, sum); ferry.ErrorCode(err) {
+		rec, err = s.inspectStored(ctx, key, sum)
+		switch ferry.ErrorCode(err) {
 		case "":
 			had = true
 		case ferry.ECORRUPT:
@@ -84,48 +88,29 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 		// takes, as long as it moves.
 		streamBody(r, s.cfg.uploadStall())
 		vr := &verifyReader{r: r.Body, h: sha256.New(), want: sum, size: r.ContentLength}
-		if err := s.blobs.Put(ctx, key, vr, r.ContentLength); err != nil {
+		tap := artifact.NewFileTap(specFiles...)
+		err := s.blobs.Put(ctx, key, io.TeeReader(vr, tap), r.ContentLength)
+		files, readErr := tap.Done()
+		if err != nil {
 			return err
 		}
-	}
-	meta, size, err := s.readMeta(ctx, key)
-	if err == nil && meta.App != app {
-		err = ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", meta.App, ferry.MetaPath, app, api.AppHeader)
-	}
-	if err != nil {
-		if !had {
-			s.blobs.Delete(context.WithoutCancel(ctx), key)
+		rec, err = newArtifactRecord(sum, r.ContentLength, files, readErr)
+		if err == nil && rec.App != app {
+			err = ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", rec.App, ferry.MetaPath, app, api.AppHeader)
 		}
-		return err
+		if err != nil {
+			s.blobs.Delete(context.WithoutCancel(ctx), key)
+			return err
+		}
+	} else if rec.App != app {
+		return ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", rec.App, ferry.MetaPath, app, api.AppHeader)
 	}
-	rec = api.Artifact{SHA256: sum, App: meta.App, Version: meta.Version, Commit: meta.Commit, Dirty: meta.Dirty, Size: size, Uploaded: time.Now().UTC(), By: p.who()}
+	rec.Uploaded, rec.By = time.Now().UTC(), p.who()
 	if err := s.putJSON(ctx, prefixArts+sum, rec); err != nil {
 		return err
 	}
-	s.auditReq(r, p, api.AuditEvent{Action: "publish", Target: "artifact/" + sum, Detail: fmt.Sprintf("%s %s", meta.App, meta.Version), App: meta.App})
-	return writeJSON(w, http.StatusCreated, rec)
-}
-
-// readMeta reads .ferry/meta.json of the artifact stored at key.
-func (s *Server) readMeta(ctx context.Context, key string) (ferry.Meta, int64, error) {
-	var m ferry.Meta
-	rc, size, err := s.blobs.Open(ctx, key, 0)
-	if err != nil {
-		return m, 0, err
-	}
-	defer rc.Close()
-	files, err := artifact.ReadFiles(rc, ferry.MetaPath)
-	if err != nil {
-		return m, 0, ferry.WrapError(ferry.EINVALID, err, "not a ferry artifact")
-	}
-	b, ok := files[ferry.MetaPath]
-	if !ok {
-		return m, 0, ferry.Errorf(ferry.EINVALID, "not a ferry artifact: no %s (build it with ferry build)", ferry.MetaPath)
-	}
-	if err := json.Unmarshal(b, &m); err != nil || m.App == "" {
-		return m, 0, ferry.Errorf(ferry.EINVALID, "not a ferry artifact: bad %s", ferry.MetaPath)
-	}
-	return m, size, nil
+	s.auditReq(r, p, api.AuditEvent{Action: "publish", Target: "artifact/" + sum, Detail: fmt.Sprintf("%s %s", rec.App, rec.Version), App: rec.App})
+	return writeJSON(w, http.StatusCreated, rec.Artifact)
 }
 
 // verifyReader hashes what it reads. The read that completes the body

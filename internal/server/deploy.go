@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
-	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/spec"
 )
 
@@ -307,21 +307,18 @@ func (s *Server) setOutcome(ctx context.Context, app string, n int, outcome stri
 
 // appPolicy fills what the request left out from the `deploy:` section of
 // the release's ferry.yaml: the app's own defaults come before the server's.
+// The policy was taken from the artifact when it was published.
 func (s *Server) appPolicy(ctx context.Context, d *api.Deployment, sha256 string) error {
-	rc, _, err := s.openBlob(ctx, d.App, sha256, 0)
+	pol, err := s.deployPolicy(ctx, d.App, sha256)
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	files, err := artifact.ReadFiles(rc, spec.FileName)
-	if err != nil || files[spec.FileName] == nil {
+	switch {
+	case pol.NoSpec:
 		return nil // an artifact without ferry.yaml deploys with the server's defaults
+	case pol.Invalid != "":
+		return ferry.WrapError(ferry.EINVALID, errors.New(pol.Invalid), "%s of release %s", spec.FileName, label(d.Release))
 	}
-	app, err := spec.Parse(files[spec.FileName])
-	if err != nil {
-		return ferry.WrapError(ferry.EINVALID, err, "%s of release %s", spec.FileName, label(d.Release))
-	}
-	pol := app.Deploy
 	d.Strategy = cmp.Or(d.Strategy, pol.Strategy)
 	d.Batch = cmp.Or(d.Batch, pol.Batch)
 	if d.Canary == 0 {
