@@ -54,8 +54,10 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 		Version:       Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		// An unknown command is a usage error (exit 2), told by its type.
+		// An unknown command is a usage error (exit 2), told by its type:
+		// cobra checks Args only on a command that runs.
 		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)

@@ -34,6 +34,7 @@ func TestTokenUsage(t *testing.T) {
 		{[]string{"token", "create", "--role", "root"}, "use viewer, deployer or admin"},
 		{[]string{"token", "revoke"}, "accepts 1 arg"},
 		{[]string{"token", "frobnicate"}, "unknown command"},
+		{[]string{"deploi"}, "unknown command"},
 		{[]string{"agent", "join-token"}, "--group is required"},
 		{[]string{"lock", "release", "hello"}, "--to GROUP is required"},
 		{[]string{"lock", "stauts"}, "unknown command"},

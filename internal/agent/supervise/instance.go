@@ -75,8 +75,9 @@ type Status struct {
 	Port       int           `json:"port,omitempty"`
 	Restarts   int           `json:"restarts"`
 	Health     health.Status `json:"health"`
-	// Ready is set once the process said READY=1 or passed its health
-	// check; upgrades switch traffic to an instance only when it is.
+	// Ready is set once the process passed its health check, or, for a
+	// process without one (or a handed-off socket), said READY=1 (or ran
+	// MinUptime); upgrades switch traffic to an instance only when it is.
 	Ready   bool   `json:"ready"`
 	Release string `json:"release,omitempty"`
 	// Pipes names the run's output FIFOs in RunDir, which an adopting
@@ -282,7 +283,12 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time, pi
 		st.State, st.PID, st.StartTicks, st.Started, st.Pipes = StateRunning, p.pid, p.ticks, started, pipes
 		st.Health, st.NextStart, st.Ready = health.Unknown, time.Time{}, false
 	})
-	if i.spec.WaitReady != nil {
+	// With a health check, the check decides when an instance is ready:
+	// READY=1 alone gates only processes without one. (gunicorn, for one,
+	// says READY=1 before its workers have loaded the app, and a release
+	// that crashes at import would get traffic.) NotifyOnly is the
+	// exception: there a check may be answered by the old instance.
+	if i.spec.WaitReady != nil && (i.spec.Health == nil || i.spec.NotifyOnly) {
 		go func() {
 			if i.spec.WaitReady(hctx, p.pid) == nil {
 				i.update(func(st *Status) {

@@ -378,3 +378,38 @@ func TestPipeBuffer(t *testing.T) {
 		t.Fatalf("pipe buffer %d bytes, want %d", n, pipeSize)
 	}
 }
+
+// TestReadyWaitsForTheCheck: with a health check, READY=1 does not make an
+// instance ready; only a passing check does (gunicorn says READY=1 before
+// its workers have loaded the app). Without a check READY=1 does.
+func TestReadyWaitsForTheCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		check     string // exec health check; "" for none
+		wantReady bool
+	}{
+		{"failing check", "false", false},
+		{"passing check", "true", true},
+		{"no check", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testSpec(t, "sleep 100")
+			s.MinUptime = time.Hour // only READY=1 or the check can make it ready
+			if tc.check != "" {
+				s.Health = &ferry.Health{Exec: tc.check, Interval: 20 * time.Millisecond, Healthy: 1, Unhealthy: 1}
+			}
+			s.WaitReady = func(ctx context.Context, pid int) error {
+				return nil // the process says READY=1 at once
+			}
+			_, w := startWatched(t, s, nil)
+			if tc.wantReady {
+				w.until(t, 5*time.Second, "ready", func(st Status) bool { return st.Ready })
+				return
+			}
+			st := w.until(t, 5*time.Second, "check failed", func(st Status) bool { return st.Health == health.Unhealthy })
+			if st.Ready {
+				t.Errorf("ready after READY=1 though its check fails: %+v", st)
+			}
+		})
+	}
+}
