@@ -5,15 +5,19 @@
 # python3 (reads exported supervisord configs as supervisord does), curl (the
 # fleet test app's health check), iproute2 (network namespaces for test hosts) and
 # etcd-server (the etcd state store's tests run a real etcd), chromium (the web
-# UI's tests drive it headless), nftables and iptables (packet loss and delay on test links), and
+# UI's tests drive it headless), nftables and iptables (packet loss and delay on test links),
+# gunicorn, nodejs and npm (third-party apps the zero-downtime tests deploy), hey (load), and
 # builds versitygw
 # and fake-gcs-server (below).
 # Go modules come from the module proxy via go test.
 set -euo pipefail
 need=()
-for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2 etcd-server etcd-client chromium make nftables iptables; do
+for pkg in git rsync tar zstd serf e2fsprogs systemd python3 curl iproute2 etcd-server etcd-client chromium make nftables iptables gunicorn hey; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Node and npm may come from elsewhere than Debian (nodesource ships npm
+# inside its nodejs): install Debian's only when there is none.
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq

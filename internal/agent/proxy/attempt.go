@@ -39,6 +39,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var bd *body
 	if r.Body != nil && r.Body != http.NoBody {
 		bd = &body{rc: r.Body}
+		// bd's own Close does nothing, so that a retry can send it again;
+		// the client's body must still be closed before this handler
+		// returns. An app that answers without reading the body (gunicorn's
+		// sync workers) leaves the Transport reading it on its own
+		// goroutine; if that read ends after the handler, net/http starts
+		// its background read of the connection then, and the next
+		// request's read panics ("invalid concurrent Body.Read call",
+		// golang/go#68560) and resets the client. Close waits for a read
+		// in flight, and makes any later one fail.
+		defer r.Body.Close()
 	}
 	var tried []*backend
 	var last *attempt
