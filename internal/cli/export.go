@@ -50,14 +50,19 @@ public port and is not used here. Values are double-quoted so systemd's
 EnvironmentFile= and sh's "." read them alike; newlines are kept.
 
   systemd      APP-PROC-N.service per instance and APP.target, which wants
-               them all; Restart=always, KillMode=mixed, TimeoutStopSec= the
-               process's stop_timeout, logs to the journal
+               them all; Restart=always, TimeoutStopSec= the process's
+               stop_timeout, logs to the journal
   supervisord  APP.conf: [program:APP-PROC-N] per instance and [group:APP];
-               each runs /bin/sh, which sources the env file and execs the
+               each runs /bin/sh, which sources the env file and runs the
                command (supervisord cannot read an env file itself)
   launchd      APP.PROC.N.plist per instance, with the same sh wrapper
 
-Commands run as /bin/sh -c 'exec COMMAND', so shell syntax works. Every file
+Commands are sh, as in a Procfile: each runs under /bin/sh -c. One simple
+command (bin/web --port $PORT 2>&1) is exec'd, so the program is the unit's
+main process and gets SIGTERM itself (systemd: KillMode=mixed); anything
+else (a && b, a | b, a loop, FOO=1 prog) runs as the script it is, and stop
+signals every process of the unit (KillMode=control-group; supervisord's
+stopasgroup). A command sh cannot parse stops the export. Every file
 is written atomically. Files of an earlier export of the same app and format
 that this one does not write (after a scale down) are removed; other files
 in DIR are never touched, and one that is in the way of a file to write

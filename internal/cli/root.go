@@ -48,9 +48,23 @@ func newRoot(env Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ferry",
 		Short: "ferry ships applications to servers",
-		Long: `ferry builds an app into an immutable, checksummed artifact and installs it
-on hosts atomically: releases/<id>, an atomically flipped current symlink,
-hooks, retention, and a stretcher-compatible one-shot apply.`,
+		Long: `ferry ships applications to servers. It builds an app into an immutable,
+checksummed artifact; a control server keeps the artifacts, the app's
+config and secrets, and rolls releases (artifact + config) out to groups of
+hosts in health-gated batches, rolling back on its own; an agent on each
+host installs releases atomically, runs and supervises the app's processes,
+owns their ports and upgrades them without dropping a request. An app says
+how in its ferry.yaml: ferry init writes one, docs/ferry-yaml.md lists
+every key. Without a server, ferry apply, run and export work on one host.
+
+Commands, by what they are for (ferry COMMAND --help for each):
+  ship     build, publish, deploy, promote, rollback
+  servers  server (API, web UI, rollouts), agent (install, join-token,
+           status, logs, upgrade), login, dev (all of it on this machine)
+  operate  status, releases, history, logs, lock, host, gc
+  config   config (values and secrets per group), token, keygen, sign
+  local    init (a ferry.yaml), run (foreman-style), apply (stretcher
+           manifests), export (systemd, supervisord, launchd units)`,
 		Version:       Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -63,7 +77,7 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newServer(env), newDev(env),
+	root.AddCommand(newInit(env), newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newServer(env), newDev(env),
 		newLogin(env), newPublish(env), newDeploy(env), newRollback(env), newPromote(env), newStatus(env), newReleases(env), newHistory(env), newConfig(env), newKeygen(env), newSign(env), newToken(env), newLock(env), newGC(env), newLogs(env), newHost(env))
 	return root
 }

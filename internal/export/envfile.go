@@ -57,18 +57,11 @@ func envFileReader(format string) string {
 
 // wrapperScript is what supervisord and launchd run under /bin/sh -c: they
 // cannot read an environment file themselves, so sh sources it (exporting
-// every variable) and then replaces itself with the command, which keeps
-// the process's pid and lets it receive the stop signal directly.
+// every variable) and then runs the command, replacing itself with it when
+// it is a simple command (see runCommand), which keeps the process's pid and
+// lets it receive the stop signal directly.
 func wrapperScript(envPath, command string) string {
-	return "set -a; . " + shellWord(envPath) + "; set +a; " + execCommand(command)
-}
-
-// execCommand prefixes exec unless the command already starts with it.
-func execCommand(command string) string {
-	if command == "exec" || strings.HasPrefix(command, "exec ") {
-		return command
-	}
-	return "exec " + command
+	return "set -a; . " + shellWord(envPath) + "; set +a; " + runCommand(command)
 }
 
 // shellWord quotes s only when it holds more than letters, digits and

@@ -4,8 +4,8 @@
 // the secrets) inline in world-readable unit files. Every instance gets its
 // own environment file, mode 0600, that its unit reads.
 //
-// Render is pure and is what the golden tests check; Export renders, writes
-// every file atomically and removes the files an earlier export of the same
+// Render is pure and is what the golden tests check; Export renders, has
+// sh check that every command parses, writes every file atomically and removes the files an earlier export of the same
 // app and format wrote that this one no longer does (after a scale down).
 package export
 
@@ -114,6 +114,11 @@ func Export(format string, o Options) (*Result, error) {
 	files, err := Render(format, o)
 	if err != nil {
 		return nil, err
+	}
+	for _, p := range o.App.Processes {
+		if err := checkSyntax(p.Name, p.Command); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("export: %w", err)

@@ -14,7 +14,10 @@ import (
 // launchd has no notion of a group of jobs, so there is no group file:
 // load them with `launchctl bootstrap system DIR/APP.*.plist`. Like
 // supervisord it cannot read an environment file, so the job runs the same
-// sh wrapper, and the file belongs to --user when run as root.
+// sh wrapper, and the file belongs to --user when run as root. A command
+// that is a script rather than one program leaves sh as the job's process:
+// launchd signals it alone on stop and, since AbandonProcessGroup is not
+// set, kills the rest of its process group once it has exited.
 func renderLaunchd(o *Options, insts []instance) ([]File, error) {
 	if strings.Contains(o.App.Name, "--") {
 		// The marker is an XML comment, which may not contain "--".

@@ -12,7 +12,7 @@ import (
 // and [group:APP] over them, plus one environment file per instance.
 // supervisord cannot read an environment file, and its environment= would
 // put the secrets in the config, so each program runs /bin/sh, which
-// sources the file and execs the command (see wrapperScript). The
+// sources the file and runs the command (see wrapperScript). The
 // environment files belong to --user when run as root, because the
 // wrapper reads them after supervisord has switched to that user.
 func renderSupervisord(o *Options, insts []instance) ([]File, error) {

@@ -46,14 +46,21 @@ func systemdService(o *Options, in instance, name string) []byte {
 	// The environment, secrets included, stays in a 0600 file: unit files
 	// are world-readable and `systemctl show` prints Environment= to anyone.
 	w("EnvironmentFile=%s", sdEscape(in.envPath))
-	// sh -c so Procfile commands may use shell syntax; exec so the app, not
-	// sh, is the main process and receives SIGTERM.
-	w("ExecStart=/bin/sh -c %s", sdQuote(execCommand(in.proc.Command)))
+	// sh -c so Procfile commands may use shell syntax (see runCommand).
+	w("ExecStart=/bin/sh -c %s", sdQuote(runCommand(in.proc.Command)))
 	w("Restart=always")
 	w("RestartSec=1")
-	// mixed: SIGTERM to the app alone, so it can drain; SIGKILL to whatever
-	// is left in the cgroup once TimeoutStopSec runs out.
-	w("KillMode=mixed")
+	if execd(in.proc.Command) {
+		// mixed: SIGTERM to the app alone, so it can drain; SIGKILL to
+		// whatever is left in the cgroup once TimeoutStopSec runs out.
+		w("KillMode=mixed")
+	} else {
+		// The main process is sh running a script, which would die on
+		// SIGTERM and leave its children to the SIGKILL: every process of
+		// the unit gets the SIGTERM instead, as supervisord's stopasgroup
+		// does.
+		w("KillMode=control-group")
+	}
 	w("TimeoutStopSec=%d", seconds(in.proc.StopTimeout))
 	w("StandardOutput=journal")
 	w("StandardError=journal")
