@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // etcdServer is a `ferry server --state etcd://…` process; such a server
@@ -95,8 +96,8 @@ func (s *etcdServer) leads() bool {
 // two down make the API answer 503 saying why while the apps keep running;
 // with the members back, everything works again.
 func TestEtcdControlPlane(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	etcdtest.Binary(t)
 	start := time.Now()
 	defer func() { t.Logf("TestEtcdControlPlane took %s", time.Since(start).Round(100*time.Millisecond)) }()
