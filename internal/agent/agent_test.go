@@ -229,7 +229,7 @@ func TestConvergeOnlyChangedApps(t *testing.T) {
 
 	// Dropping an app from the document stops it and keeps its releases.
 	writeDesired(t, desiredPath, "apps:\n"+entry("alpha", a1, s1, "    env: {GREETING: hello}\n"))
-	st = ta.until("beta stopped", 20*time.Second, func(st *State) bool {
+	ta.until("beta stopped", 20*time.Second, func(st *State) bool {
 		return st.Apps["beta"] != nil && st.Apps["beta"].State == AppStopped && len(st.Apps["beta"].Processes) == 0
 	})
 	if _, err := os.Stat(filepath.Join(root, AppsDir, "beta", "current")); err != nil {
