@@ -193,7 +193,7 @@ func (c *Client) do(ctx context.Context, cl call) (http.Header, error) {
 	}
 	for tries := 1; ; tries++ {
 		i := c.cur.Load()
-		h, err, got := c.try(ctx, cl, c.bases[i], payload)
+		h, got, err := c.try(ctx, cl, c.bases[i], payload)
 		// Another server is asked when this one gave no answer: it could
 		// not be reached at all, or the connection was lost and the
 		// request is safe to repeat. A raw body (an upload) cannot be
@@ -216,7 +216,7 @@ const (
 )
 
 // try sends cl to the server at base.
-func (c *Client) try(ctx context.Context, cl call, base *url.URL, payload []byte) (http.Header, error, outcome) {
+func (c *Client) try(ctx context.Context, cl call, base *url.URL, payload []byte) (http.Header, outcome, error) {
 	u := *base
 	u.Path = strings.TrimRight(base.Path, "/") + cl.path
 	u.RawQuery = cl.query.Encode()
@@ -226,7 +226,7 @@ func (c *Client) try(ctx context.Context, cl call, base *url.URL, payload []byte
 	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, u.String(), body)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s %s: %w", cl.method, cl.path, err), answered
+		return nil, answered, fmt.Errorf("client: %s %s: %w", cl.method, cl.path, err)
 	}
 	if cl.raw != nil {
 		req.ContentLength = cl.length
@@ -248,22 +248,22 @@ func (c *Client) try(ctx context.Context, cl call, base *url.URL, payload []byte
 		if op := (*net.OpError)(nil); errors.As(err, &op) && op.Op == "dial" {
 			got = noConn
 		}
-		return nil, c.transportError(base, err), got
+		return nil, got, c.transportError(base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return resp.Header, c.answerError(base, cl, resp), answered
+		return resp.Header, answered, c.answerError(base, cl, resp)
 	}
 	if cl.out != nil && cl.method != http.MethodHead && resp.StatusCode != http.StatusNoContent {
 		if err := json.NewDecoder(resp.Body).Decode(cl.out); err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err(), answered
+				return nil, answered, ctx.Err()
 			}
-			return nil, fmt.Errorf("ferry server %s: %s %s: unreadable answer: %w", base.Host, cl.method, cl.path, err), answered
+			return nil, answered, fmt.Errorf("ferry server %s: %s %s: unreadable answer: %w", base.Host, cl.method, cl.path, err)
 		}
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10)) // lets the connection be reused
-	return resp.Header, nil, answered
+	return resp.Header, answered, nil
 }
 
 // transportError says which server could not be reached and why, with a

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func TestParseActivation(t *testing.T) {
@@ -89,13 +90,7 @@ func TestPickPassed(t *testing.T) {
 // reference for the protocol: two sockets, the app picks the one on its port,
 // serves on it, clears the variables and marks the other close-on-exec.
 func TestSystemdSocketActivate(t *testing.T) {
-	tool, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("systemd-socket-activate is missing")
-		}
-		t.Skip("systemd-socket-activate is missing")
-	}
+	tool := testenv.NeedCommand(t, "systemd-socket-activate")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestKillAgentAtRandomMoments SIGKILLs the agent at random moments while
@@ -27,8 +28,8 @@ import (
 // the host is that release, healthy. FERRY_RELIABILITY_KILLS sets how many
 // kills (default 8; `make reliability` runs 200).
 func TestKillAgentAtRandomMoments(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	kills := envCount(t, "FERRY_RELIABILITY_KILLS", 8)
 	must := fleetCLI(t)
 	dir := t.TempDir()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestAgentDiskFull runs an agent whose root is a 40 MiB tmpfs and deploys
@@ -18,16 +20,13 @@ import (
 // why, the old release keeps serving, nothing half-written is left in the
 // releases or the cache, and the next release that fits installs.
 func TestAgentDiskFull(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	os.Mkdir(root, 0o755)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", root).CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" && os.Getuid() == 0 {
-			t.Fatalf("mount tmpfs: %v %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+		testenv.SkipUnlessCIRoot(t, "cannot mount a tmpfs here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() })
 	must := fleetCLI(t)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestConcurrentDeploys: 20 `ferry deploy` of one app to one group at once
@@ -17,8 +18,8 @@ import (
 // --wait-lock all succeed, one deployment at a time; 20 of different apps
 // all succeed and run at the same time.
 func TestConcurrentDeploys(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	must := fleetCLI(t)
 	// hello's health check waits 2 s the first time each instance is
 	// checked, so a rollout lasts long enough for the others to find its

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // etcdServer is a `ferry server --state etcd://…` process; such a server
@@ -95,8 +96,8 @@ func (s *etcdServer) leads() bool {
 // two down make the API answer 503 saying why while the apps keep running;
 // with the members back, everything works again.
 func TestEtcdControlPlane(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	etcdtest.Binary(t)
 	start := time.Now()
 	defer func() { t.Logf("TestEtcdControlPlane took %s", time.Since(start).Round(100*time.Millisecond)) }()
@@ -220,7 +221,7 @@ func TestEtcdControlPlane(t *testing.T) {
 	must(0, "publish", arts["2.0.0"])
 	must(0, "login", other.url, "--token", a.token, "--ca-sha256", a.ca)
 	id := strings.TrimSpace(must(0, "deploy", "hello", "2.0.0", "--to", "prod", "--batch", "1", "--detach", "--health-timeout", "30s").stdout)
-	time.Sleep(700 * time.Millisecond) // the first host is installing 2.0.0
+	waitDeploying(t, &fleetServer{url: other.url, data: a.data, token: a.token}, id) // the first host is installing 2.0.0
 	killed := time.Now()
 	leader.kill(syscall.SIGKILL)
 	t.Logf("killed the leader, %s, mid-rollout", leader.name)
@@ -233,7 +234,7 @@ func TestEtcdControlPlane(t *testing.T) {
 	// One etcd member stops in the middle of a rollout: it finishes.
 	must(0, "publish", arts["3.0.0"])
 	id = strings.TrimSpace(must(0, "deploy", "hello", "3.0.0", "--to", "prod", "--batch", "1", "--detach", "--health-timeout", "30s").stdout)
-	time.Sleep(700 * time.Millisecond)
+	waitDeploying(t, &fleetServer{url: other.url, data: a.data, token: a.token}, id)
 	cluster.Stop(2)
 	waitDeployment(t, &fleetServer{url: other.url, data: a.data, token: a.token}, id, 60*time.Second, "succeeded")
 
@@ -265,6 +266,28 @@ func TestEtcdControlPlane(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// waitDeploying waits until deployment id deploys to a host: the rollout
+// is under way, with a batch still to go.
+func waitDeploying(t *testing.T, s *fleetServer, id string) {
+	t.Helper()
+	hc := fleetHTTPClient(t, s)
+	testenv.WaitForValue(t, "deployment "+id+" to deploy to a host", 30*time.Second, func() (string, bool) {
+		var d struct {
+			State string
+			Hosts map[string]struct{ State string }
+		}
+		if err := apiGet(hc, s, "/v1/deployments/"+id, &d); err != nil {
+			return err.Error(), false
+		}
+		for _, h := range d.Hosts {
+			if h.State == "deploying" {
+				return "", true
+			}
+		}
+		return fmt.Sprintf("%s %+v", d.State, d.Hosts), false
+	})
 }
 
 // waitDeployment polls the API (which the CLI only follows live) until

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestFleet is issue 5's end-to-end test: a real `ferry server`, real
@@ -29,8 +31,8 @@ import (
 // The app is examples/hello without a public port: each instance gets a
 // free $PORT from its agent, so agents sharing one loopback do not collide.
 func TestFleet(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl") // the app's health check: hello has no port of its own to give an http check
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl") // the app's health check: hello has no port of its own to give an http check
 	start := time.Now()
 	defer func() { t.Logf("TestFleet took %s", time.Since(start).Round(100*time.Millisecond)) }()
 

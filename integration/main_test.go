@@ -36,20 +36,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips the test when a program is missing, and fails it in CI, where
-// every dependency must be installed.
-func need(t *testing.T, prog string) string {
-	t.Helper()
-	p, err := exec.LookPath(prog)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed; scripts/install-deps.sh installs it", prog)
-		}
-		t.Skipf("%s is not installed (scripts/install-deps.sh installs it)", prog)
-	}
-	return p
-}
-
 type result struct {
 	code           int
 	stdout, stderr string

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydeploy/ferry/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +70,7 @@ type heldPacket struct {
 // needs root and iptables-legacy; lift, or the test's cleanup, ends it.
 func delayLink(t *testing.T, ns string, d time.Duration) *linkDelay {
 	t.Helper()
-	l := &linkDelay{ipt: need(t, "iptables-legacy"), ns: ns, delay: d, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &linkDelay{ipt: testenv.NeedCommand(t, "iptables-legacy"), ns: ns, delay: d, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	fd, err := l.open()
 	if err != nil {
 		t.Fatalf("delay %s's link: %v", ns, err)

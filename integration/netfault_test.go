@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestNetworkFaults cuts, slows and delays the links between the server
@@ -22,17 +24,14 @@ import (
 // within its timeout; with the delay and the loss together a rollout ends,
 // one way or the other, within its timeout and the host keeps serving.
 func TestNetworkFaults(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
-	need(t, "tc")
-	need(t, "nft")
-	need(t, "iptables-legacy")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
+	testenv.NeedCommand(t, "tc")
+	testenv.NeedCommand(t, "nft")
+	testenv.NeedCommand(t, "iptables-legacy")
 	fn := newFleetNet(t, 2)
 	if fn.ns == nil {
-		if os.Getenv("CI") != "" && os.Getuid() == 0 {
-			t.Fatal("no network namespaces: the link faults cannot be made")
-		}
-		t.Skip("no network namespaces here: the link faults cannot be made")
+		testenv.SkipUnlessCIRoot(t, "no network namespaces here: the link faults cannot be made")
 	}
 	must := fleetCLI(t)
 	ip := func(args ...string) {

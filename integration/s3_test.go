@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/ferrydeploy/ferry/internal/store/blob/blobtest"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // bucketLog records the signed GETs that reach the S3 server, by object.
@@ -37,8 +38,8 @@ func (b *bucketLog) count(key string) int {
 // release they have cached fetches nothing, and ferry gc removes the
 // artifact nothing released.
 func TestS3Store(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)

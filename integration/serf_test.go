@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func freePort(t *testing.T) int {
@@ -25,7 +27,7 @@ func freePort(t *testing.T) int {
 // carrying a manifest path makes the second agent's handler, ferry apply -,
 // deploy it.
 func TestSerfEventDeploys(t *testing.T) {
-	serf := need(t, "serf")
+	serf := testenv.NeedCommand(t, "serf")
 	art, sum := buildHello(t, "v1")
 	dest := filepath.Join(t.TempDir(), "hello")
 	m := writeManifest(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", art, sum, dest))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestKillServerMidRollout SIGKILLs the (bolt) server at random moments of
@@ -25,8 +26,8 @@ import (
 // (FERRY_RELIABILITY_SERVER_KILLS, default 3). The etcd backend's version
 // is TestKillEtcdLeaderMidRollout.
 func TestKillServerMidRollout(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
 	must := fleetCLI(t)
 	versions, arts := killTestApp(t, goBin)
@@ -69,8 +70,8 @@ func TestKillServerMidRollout(t *testing.T) {
 // with both hosts on its release and the lock gone
 // (FERRY_RELIABILITY_SERVER_KILLS, default 3).
 func TestKillEtcdLeaderMidRollout(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
 	etcdtest.Binary(t)
 	kills := envCount(t, "FERRY_RELIABILITY_SERVER_KILLS", 3)
 	must := fleetCLI(t)

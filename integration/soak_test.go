@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // procUsage is a process's resident memory (KiB) and open descriptors.
@@ -29,14 +31,11 @@ func procUsage(pid int) (rssKiB, fds int) {
 // on disk. FERRY_SOAK_DEPLOYS sets how many deploys (default 6; `make
 // reliability` runs 500).
 func TestSoak(t *testing.T) {
-	need(t, "go")
+	testenv.NeedCommand(t, "go")
 	deploys := envCount(t, "FERRY_SOAK_DEPLOYS", 6)
 	fn := newFleetNet(t, 3)
 	if fn.ns == nil {
-		if os.Getenv("CI") != "" && os.Getuid() == 0 {
-			t.Fatal("no network namespaces: three agents cannot own the same port")
-		}
-		t.Skip("no network namespaces here: three agents cannot own the same port")
+		testenv.SkipUnlessCIRoot(t, "no network namespaces here: three agents cannot own the same port")
 	}
 	must := fleetCLI(t)
 	const port = 18080

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestWebUI drives the web UI in a real headless Chromium against a real
@@ -23,9 +24,9 @@ import (
 // anyway). Screenshots of each page go to the test's artifact directory
 // (go test -artifacts -outputdir DIR keeps them).
 func TestWebUI(t *testing.T) {
-	goBin := need(t, "go")
-	need(t, "curl")
-	chromium := need(t, "chromium")
+	goBin := testenv.NeedCommand(t, "go")
+	testenv.NeedCommand(t, "curl")
+	chromium := testenv.NeedCommand(t, "chromium")
 	must := fleetCLI(t)
 	app := t.TempDir()
 	buildHelloBin(t, goBin, app)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // helloApp writes an app around a prebuilt examples/hello binary whose web
@@ -203,7 +205,9 @@ func TestZeroDowntimeUpgrades(t *testing.T) {
 					t.Errorf("the app's pid changed from %d to %d across agent upgrades", appPid, got)
 				}
 			}
-			time.Sleep(200 * time.Millisecond)
+			// The load runs on past the last change: answers after it count.
+			n := l.ok.Load() + l.failed.Load()
+			testenv.WaitFor(t, "20 more requests after the last change", 10*time.Second, func() bool { return l.ok.Load()+l.failed.Load() >= n+20 })
 			close(stop)
 			l.wg.Wait()
 			t.Logf("%d requests ok, %d failed, answered by %v", l.ok.Load(), l.failed.Load(), l.releases)

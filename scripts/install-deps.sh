@@ -8,7 +8,7 @@
 # UI's tests drive it headless), nftables and iptables (packet loss and delay on test links),
 # gunicorn, nodejs and npm (third-party apps the zero-downtime tests deploy), hey (load), and
 # builds versitygw
-# and fake-gcs-server (below).
+# and fake-gcs-server (below), and staticcheck (the test command runs it).
 # Go modules come from the module proxy via go test.
 set -euo pipefail
 need=()
@@ -44,3 +44,21 @@ gobuild() { # NAME MODULE@VERSION PACKAGE
 }
 gobuild versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0 github.com/versity/versitygw/cmd/versitygw
 gobuild fake-gcs-server github.com/fsouza/fake-gcs-server@v1.56.1 github.com/fsouza/fake-gcs-server
+
+# staticcheck, pinned: a newer one may find new things, and the test
+# command must mean the same on every machine. Built into $(go env
+# GOPATH)/bin, where scripts/test.sh runs it from, unless that one already
+# is this version.
+staticcheck_version=v0.7.0
+sc="$(go env GOPATH)/bin/staticcheck"
+if ! "$sc" -version 2>/dev/null | grep -qF "($staticcheck_version)"; then
+  mkdir -p "$(dirname "$sc")"
+  tmp="$(mktemp -d)"
+  (
+    cd "$tmp"
+    go mod init staticcheck-build >/dev/null 2>&1
+    go get "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" >/dev/null 2>&1
+    go build -o "$sc" honnef.co/go/tools/cmd/staticcheck
+  )
+  rm -rf "$tmp"
+fi

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -350,8 +349,8 @@ func (b *Bench) checkDisk() error {
 	free := int64(st.Bavail) * st.Bsize
 	b.progress("disk: needs about %.1f GiB (%d agents × %d copies of %.1f MiB), %.1f GiB free", gib(need), b.N, copies, float64(size)/(1<<20), gib(free))
 	if need > free && !b.Opt.NoDiskCheck {
-		return errors.New(fmt.Sprintf("not enough disk under %s: about %.1f GiB needed (%d agents × %d copies of a %.1f MiB artifact), %.1f GiB free; use fewer -deploys, a smaller -artifact-mb, or -no-disk-check",
-			b.Dir, gib(need), b.N, copies, float64(size)/(1<<20), gib(free)))
+		return fmt.Errorf("not enough disk under %s: about %.1f GiB needed (%d agents × %d copies of a %.1f MiB artifact), %.1f GiB free; use fewer -deploys, a smaller -artifact-mb, or -no-disk-check",
+			b.Dir, gib(need), b.N, copies, float64(size)/(1<<20), gib(free))
 	}
 	return nil
 }

@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestSmoke runs the whole bench with 3 agents and 1 MiB artifacts (a few
@@ -75,12 +76,7 @@ func TestSmokeDirect(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the bench reads /proc")
 	}
-	if _, err := exec.LookPath("versitygw"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("versitygw is not installed: run scripts/install-deps.sh")
-		}
-		t.Skip("versitygw is not installed (scripts/install-deps.sh builds it)")
-	}
+	testenv.NeedCommand(t, "versitygw")
 	out := filepath.Join(t.TempDir(), "results.json")
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

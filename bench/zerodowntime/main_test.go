@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -39,10 +41,7 @@ func need(t *testing.T) {
 	if why == "" {
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
+	testenv.SkipUnlessCI(t, "%s", why)
 }
 
 // serveRaw accepts conns on loopback and hands each to fn.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -69,9 +70,7 @@ func readMeta(t *testing.T, path string) (ferry.Meta, []string) {
 }
 
 func TestBuildGoAppIsReproducible(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.NeedCommand(t, "git")
 	dir := t.TempDir()
 	writeFiles(t, dir, map[string]string{
 		"go.mod":           "module example.com/tiny\n\ngo 1.22\n",

@@ -255,7 +255,7 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 		}
 		u.dirs[name] = true
 		return pathErr("mkdir", target, unix.Mkdirat(dfd, base, uint32(perm|0o700)))
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg: // tar.Reader reports the legacy TypeRegA as TypeReg (or TypeDir)
 		u.st.Bytes += h.Size
 		if u.lim.MaxBytes > 0 && u.st.Bytes > u.lim.MaxBytes {
 			return unsafeErr("unpacks to more than %d bytes (the limit on total size)", u.lim.MaxBytes)

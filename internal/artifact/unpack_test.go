@@ -119,6 +119,9 @@ func TestPackIsDeterministicAndRoundTrips(t *testing.T) {
 	os.Symlink("d/e/f.txt", filepath.Join(src, "link"))
 	var entries []Entry
 	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
 		rel, _ := filepath.Rel(src, p)
 		if rel == "." {
 			return nil

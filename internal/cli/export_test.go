@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferrydeploy/ferry/internal/testenv"
 	"github.com/spf13/cobra"
 )
 
@@ -154,7 +155,7 @@ func TestAgentInstall(t *testing.T) {
 		if out, err := exec.Command(analyze, "verify", "--man=no", path).CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
-	} else if os.Getenv("CI") != "" {
+	} else if testenv.InCI() {
 		t.Fatalf("systemd-analyze is missing: %v", err)
 	}
 

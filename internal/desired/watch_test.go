@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/fsutil"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // docFor returns a valid document whose one app has the given release, so
@@ -243,17 +244,6 @@ func (s *docServer) set(body []byte, status int) {
 	s.body, s.status = body, status
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestWatchURL(t *testing.T) {
 	s := &docServer{body: docFor("v1")}
 	srv := httptest.NewServer(s)
@@ -263,7 +253,7 @@ func TestWatchURL(t *testing.T) {
 
 	// fn runs before the next request, so after two 304s any call it made
 	// for the unchanged document would be waiting in calls.
-	waitFor(t, "two 304s", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.notMod >= 2 })
+	testenv.WaitFor(t, "two 304s", 10*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.notMod >= 2 })
 	if len(calls) != 0 {
 		t.Fatalf("fn called for an unchanged document: %+v", <-calls)
 	}
@@ -295,7 +285,7 @@ func TestWatchURLLastModified(t *testing.T) {
 	defer srv.Close()
 	calls := startWatch(t, srv.URL, Options{Poll: 10 * time.Millisecond})
 	wantRelease(t, calls, "v1")
-	waitFor(t, "a conditional request", func() bool { mu.Lock(); defer mu.Unlock(); return conditional >= 2 })
+	testenv.WaitFor(t, "a conditional request", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return conditional >= 2 })
 	if len(calls) != 0 {
 		t.Fatalf("fn called for an unchanged document: %+v", <-calls)
 	}

@@ -433,17 +433,3 @@ func TestEnvFileOwner(t *testing.T) {
 		t.Errorf("unknown user: %v", err)
 	}
 }
-
-// needTool returns the path of a tool a test needs: missing, the test
-// skips locally and fails in CI.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is missing: %v", name, err)
-		}
-		t.Skipf("%s is missing: %v", name, err)
-	}
-	return p
-}

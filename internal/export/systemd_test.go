@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestSystemdAnalyzeVerify loads every generated unit into systemd's own
 // parser. verify exits 0 on unknown keys and bad values, only warning, so
 // any output at all fails the test.
 func TestSystemdAnalyzeVerify(t *testing.T) {
-	analyze := needTool(t, "systemd-analyze")
+	analyze := testenv.NeedCommand(t, "systemd-analyze")
 	dir := t.TempDir()
 	app := testApp()
 	// verify checks that ExecStart's binary exists; /bin/sh does.

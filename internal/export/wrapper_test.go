@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // The worker of testApp prints "PORT|FERRY_APP|QUOTES", so running its
@@ -18,7 +20,7 @@ const workerOutput = `5100|hello|it's "quoted"` + "\n"
 // TestSupervisordCommandRuns reads hello.conf with Python's configparser and
 // shlex, set up as supervisord 4 does, and runs the resulting argv.
 func TestSupervisordCommandRuns(t *testing.T) {
-	python := needTool(t, "python3")
+	python := testenv.NeedCommand(t, "python3")
 	dir := t.TempDir()
 	if _, err := Export("supervisord", Options{App: testApp(), Dir: dir, Root: dir, Env: secretEnv}); err != nil {
 		t.Fatal(err)

@@ -59,7 +59,7 @@ func mustParse(t *testing.T, yml string) *Manifest {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-func apply(t *testing.T, yml string, opt Options) (Result, error, string) {
+func apply(t *testing.T, yml string, opt Options) (Result, string, error) {
 	t.Helper()
 	var log bytes.Buffer
 	opt.Output = &log
@@ -67,7 +67,7 @@ func apply(t *testing.T, yml string, opt Options) (Result, error, string) {
 		opt.HookDir = t.TempDir()
 	}
 	res, err := Apply(context.Background(), mustParse(t, yml), opt)
-	return res, err, log.String()
+	return res, log.String(), err
 }
 
 func TestDeployRsyncDeletesExtraFiles(t *testing.T) {
@@ -75,7 +75,7 @@ func TestDeployRsyncDeletesExtraFiles(t *testing.T) {
 	dest := t.TempDir()
 	os.WriteFile(filepath.Join(dest, "test.pid"), []byte("1"), 0o644)
 	hooks := t.TempDir()
-	_, err, log := apply(t, fmt.Sprintf(`
+	_, log, err := apply(t, fmt.Sprintf(`
 src: file://%s
 checksum: %s
 dest: %s
@@ -105,7 +105,7 @@ func TestDeployRsyncKeepsExcluded(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dest := t.TempDir()
 			os.WriteFile(filepath.Join(dest, "test.pid"), []byte("1"), 0o644)
-			_, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n%s\n", arc, sum, dest, rule), Options{})
+			_, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n%s\n", arc, sum, dest, rule), Options{})
 			if err != nil {
 				t.Fatalf("%v\n%s", err, log)
 			}
@@ -126,7 +126,7 @@ func TestDeployDestMode(t *testing.T) {
 			dest := filepath.Join(t.TempDir(), "app")
 			os.Mkdir(dest, 0o755)
 			os.WriteFile(filepath.Join(dest, "old"), nil, 0o644)
-			_, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\ndest_mode: 0751\nsync_strategy: %s\n", arc, sum, dest, strategy), Options{})
+			_, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\ndest_mode: 0751\nsync_strategy: %s\n", arc, sum, dest, strategy), Options{})
 			if err != nil {
 				t.Fatalf("%v\n%s", err, log)
 			}
@@ -148,7 +148,7 @@ func TestDeployDestMode(t *testing.T) {
 func TestDeployMvIntoMissingDest(t *testing.T) {
 	arc, sum, _ := testArchive(t, nil)
 	dest := filepath.Join(t.TempDir(), "new", "app")
-	if _, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: mv\n", arc, sum, dest), Options{}); err != nil {
+	if _, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: mv\n", arc, sum, dest), Options{}); err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
 	if !exists(filepath.Join(dest, "bar")) {
@@ -161,7 +161,7 @@ func TestDeployTimeoutWithThrottledDownload(t *testing.T) {
 	fi, _ := os.Stat(arc)
 	dest := t.TempDir()
 	start := time.Now()
-	_, err, _ := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n", arc, sum, dest),
+	_, _, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n", arc, sum, dest),
 		Options{MaxBandwidth: fi.Size() / 5, Timeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("expected a timeout, got %v", err)
@@ -178,7 +178,7 @@ func TestDeployMaxBandwidth(t *testing.T) {
 	arc, sum, _ := testArchive(t, map[string]string{"noise": noise(200 << 10)})
 	fi, _ := os.Stat(arc)
 	start := time.Now()
-	_, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n", arc, sum, t.TempDir()),
+	_, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\n", arc, sum, t.TempDir()),
 		Options{MaxBandwidth: fi.Size() / 2})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
@@ -215,7 +215,7 @@ func TestDeployRetriesHTTP(t *testing.T) {
 	}))
 	defer srv.Close()
 	dest := t.TempDir()
-	if _, err, log := apply(t, fmt.Sprintf("src: %s/a.tar.gz\nchecksum: %s\ndest: %s\n", srv.URL, sum, dest), Options{Retries: 3, RetryWait: 10 * time.Millisecond}); err != nil {
+	if _, log, err := apply(t, fmt.Sprintf("src: %s/a.tar.gz\nchecksum: %s\ndest: %s\n", srv.URL, sum, dest), Options{Retries: 3, RetryWait: 10 * time.Millisecond}); err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
 	if hits.Load() != 3 || !exists(filepath.Join(dest, "bar")) {
@@ -268,7 +268,7 @@ func TestFailuresLeaveDestAndRunFailureHooks(t *testing.T) {
 			} else {
 				yml = strings.Replace(yml, "commands: {", "commands: {failure: ['cat > "+out+"'], success: ['touch "+out+".success'], ", 1)
 			}
-			_, err, _ := apply(t, yml, Options{})
+			_, _, err := apply(t, yml, Options{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want it to mention %q", err, tt.want)
 			}
@@ -299,7 +299,7 @@ func TestFailuresLeaveDestAndRunFailureHooks(t *testing.T) {
 func TestSuccessHookGetsLog(t *testing.T) {
 	arc, sum, _ := testArchive(t, nil)
 	out := filepath.Join(t.TempDir(), "success.log")
-	_, err, _ := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\ncommands: {success: ['cat > %s']}\n", arc, sum, t.TempDir(), out), Options{})
+	_, _, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\ncommands: {success: ['cat > %s']}\n", arc, sum, t.TempDir(), out), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestReleaseStrategy(t *testing.T) {
 	var ids []string
 	for i := 0; i < 4; i++ {
 		arc, _, sum := testArchive(t, map[string]string{"version": fmt.Sprint(i)})
-		res, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\nkeep_releases: 3\nshared: [log/]\ncommands: {post: ['test -f version && test \"$FERRY_RELEASE\" = \"$(basename $PWD)\"']}\n", arc, sum, dest), Options{})
+		res, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\nkeep_releases: 3\nshared: [log/]\ncommands: {post: ['test -f version && test \"$FERRY_RELEASE\" = \"$(basename $PWD)\"']}\n", arc, sum, dest), Options{})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, log)
 		}
@@ -354,14 +354,14 @@ func TestReleaseStrategy(t *testing.T) {
 	}
 	// Re-applying the current artifact does nothing.
 	arc, _, sum := testArchive(t, map[string]string{"version": "3"})
-	res, err, _ := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
+	res, _, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
 	if err != nil || !res.Skipped || res.Release != ids[3] {
 		t.Fatalf("re-apply: %+v %v", res, err)
 	}
 	// Re-applying an older, still installed artifact switches back without downloading.
 	arc, _, sum = testArchive(t, map[string]string{"version": "2"})
 	os.Remove(arc)
-	res, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
+	res, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
 	if err != nil || res.Release != ids[2] {
 		t.Fatalf("switch back: %+v %v\n%s", res, err, log)
 	}
@@ -375,7 +375,7 @@ func TestLockedDestExits3(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	_, err, _ = apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
+	_, _, err = apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arc, sum, dest), Options{})
 	if ferry.ErrorCode(err) != ferry.ELOCKED {
 		t.Fatalf("err %v, want locked", err)
 	}
@@ -387,7 +387,7 @@ func TestLockedDestExits3(t *testing.T) {
 func TestReleaseStreamingFailuresLeaveCurrent(t *testing.T) {
 	dest := t.TempDir()
 	arcA, _, sumA := testArchive(t, map[string]string{"version": "A"})
-	if _, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arcA, sumA, dest), Options{}); err != nil {
+	if _, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", arcA, sumA, dest), Options{}); err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
 	d := install.Dir{Path: dest}
@@ -420,7 +420,7 @@ func TestReleaseStreamingFailuresLeaveCurrent(t *testing.T) {
 			if sum == sumA {
 				sum = strings.Repeat("ab", 32)
 			}
-			_, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", tt.src, sum, dest), Options{})
+			_, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", tt.src, sum, dest), Options{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to mention %q\n%s", err, tt.want, log)
 			}
@@ -444,7 +444,7 @@ func TestReleaseStreamingFailuresLeaveCurrent(t *testing.T) {
 		})
 	}
 	// And the same artifact, whole, installs, sharing the unchanged files.
-	res, err, log := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", srv.URL+"/ok", sumB, dest), Options{})
+	res, log, err := apply(t, fmt.Sprintf("src: %s\nchecksum: %s\ndest: %s\nsync_strategy: release\n", srv.URL+"/ok", sumB, dest), Options{})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent/logship"
 	"github.com/ferrydeploy/ferry/internal/state/etcd"
 	"github.com/ferrydeploy/ferry/internal/state/etcd/etcdtest"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // tokenID is the id of the token whose secret is tok.
@@ -100,18 +101,12 @@ func (ts *testServer) start(name, path, tok string) pending {
 func (ts *testServer) waitBlocked(host string) {
 	ts.t.Helper()
 	m := ts.srv.desiredMirror
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.WaitFor(ts.t, "a blocking query of "+host+" to wait", 10*time.Second, func() bool {
 		m.mu.Lock()
+		defer m.mu.Unlock()
 		_, waiting := m.changed[prefixDesired+host]
-		m.mu.Unlock()
-		if waiting {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.t.Fatalf("no blocking query of %s waits", host)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return waiting
+	})
 }
 
 // TestRevokeEndsBlockingQueries: an agent credential that is revoked, or

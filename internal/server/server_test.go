@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/store"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func TestAuthMatrix(t *testing.T) {
@@ -30,7 +31,10 @@ func TestAuthMatrix(t *testing.T) {
 			ts.must(http.StatusNoContent, "DELETE", "/v1/tokens/"+tk.ID, ts.admin, nil, nil)
 		}
 	}
-	time.Sleep(5 * time.Millisecond) // let the 1ms token expire
+	testenv.WaitFor(t, "the 1ms token to expire", 10*time.Second, func() bool {
+		code, _ := ts.call("GET", api.PathStatus, expired, nil, nil)
+		return code == http.StatusUnauthorized
+	})
 
 	deployWeb := api.DeployRequest{App: "web", Group: "prod", WaitLock: 0}
 	for _, tt := range []struct {
@@ -292,7 +296,9 @@ func TestLockHeld(t *testing.T) {
 		code, _ := ts.call("POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", WaitLock: 10 * time.Second}, nil)
 		done <- code
 	}()
-	time.Sleep(100 * time.Millisecond)
+	testenv.WaitFor(t, "the deploy with wait-lock to wait for the lock", 10*time.Second, func() bool {
+		return len(done) > 0 || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/server.(*Server).acquireLock")
+	})
 	ts.report(cred, "web-1", "web", "v1", "running", "")
 	if code := <-done; code != http.StatusCreated {
 		t.Fatalf("deploy with wait-lock: %d", code)
@@ -312,7 +318,7 @@ func TestBlockingDesiredWakesOnDeploy(t *testing.T) {
 		}
 		close(got)
 	}()
-	time.Sleep(50 * time.Millisecond) // let the query block
+	ts.waitBlocked("web-1")
 	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod"}, nil)
 	deployed := time.Now()
 	select {

@@ -13,6 +13,7 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/agent/health"
 	"github.com/ferrydeploy/ferry/internal/signature"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // joinToken makes a join token as admin.
@@ -389,7 +390,11 @@ func TestRollbackJudgedOnFreshReports(t *testing.T) {
 	var rb api.Deployment
 	ts.must(201, "POST", api.PathRollback, ts.admin, api.RollbackRequest{App: "web", Group: "prod", Release: 1}, &rb)
 	ts.waitDesired(cred, "web", "v1")
-	time.Sleep(300 * time.Millisecond) // the old report must have been looked at: the rollout polls every 500 ms at most, and on every report
+	// The old report must have been looked at: the rollout waits for the
+	// next report or tick only once it judged the reports it has.
+	ts.waitDeployment(rb.ID, "judging the reports it has", func(d api.Deployment) bool {
+		return d.State != api.DeployRunning || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/server.(*Server).waitHealthy")
+	})
 	ts.report(cred, "web-1", "web", "v1", "running", "")
 	rb = ts.waitDeployment(rb.ID, "over", func(d api.Deployment) bool { return d.State != api.DeployRunning })
 	if rb.State != api.DeploySucceeded {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/internal/fetch"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func digestOf(b []byte) string {
@@ -69,16 +70,6 @@ func waiters(c *Cache, digest string) int {
 		return d.waiters
 	}
 	return -1
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 func TestGetMissThenHit(t *testing.T) {
@@ -188,7 +179,7 @@ func TestGetConcurrentDownloadsOnce(t *testing.T) {
 		wg.Go(func() { paths[i], _, errs[i] = c.Get(t.Context(), srv.URL, digest) })
 	}
 	// Open the gate only once every other Get waits on the first.
-	waitFor(t, "Gets waiting on one download", func() bool { return waiters(c, digest) == n-1 })
+	testenv.WaitFor(t, "Gets waiting on one download", 10*time.Second, func() bool { return waiters(c, digest) == n-1 })
 	close(gate)
 	wg.Wait()
 	for i := range n {
@@ -213,10 +204,10 @@ func TestGetWaiterOutlivesCancelledDownloader(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	first := make(chan error, 1)
 	go func() { _, _, err := c.Get(ctx, srv.URL, digest); first <- err }()
-	waitFor(t, "the first Get to start", func() bool { return waiters(c, digest) == 0 })
+	testenv.WaitFor(t, "the first Get to start", 10*time.Second, func() bool { return waiters(c, digest) == 0 })
 	second := make(chan error, 1)
 	go func() { _, _, err := c.Get(t.Context(), srv.URL, digest); second <- err }()
-	waitFor(t, "the second Get to wait", func() bool { return waiters(c, digest) == 1 })
+	testenv.WaitFor(t, "the second Get to wait", 10*time.Second, func() bool { return waiters(c, digest) == 1 })
 	cancel()
 	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Fatalf("first Get: %v, want context.Canceled", err)
@@ -247,7 +238,7 @@ func TestGetCancelledMidTransfer(t *testing.T) {
 	go func() { _, _, err := c.Get(ctx, srv.URL, digest); done <- err }()
 	<-sent
 	// Cancel only once the temp file holds some of the bytes.
-	waitFor(t, "a partial download", func() bool {
+	testenv.WaitFor(t, "a partial download", 10*time.Second, func() bool {
 		names := files(t, c)
 		if len(names) != 1 {
 			return false

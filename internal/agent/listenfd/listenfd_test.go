@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/agent/listenfd"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // serveEnv makes the test binary a stand-in app: it takes its listeners with
@@ -320,13 +321,7 @@ func TestHandoffLosesNoConnection(t *testing.T) {
 
 // Listeners must take sockets from systemd's own tool as from the shim.
 func TestSystemdSocketActivate(t *testing.T) {
-	tool, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("systemd-socket-activate is needed in CI: %v", err)
-		}
-		t.Skip("systemd-socket-activate not installed")
-	}
+	tool := testenv.NeedCommand(t, "systemd-socket-activate")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

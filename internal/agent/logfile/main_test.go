@@ -130,18 +130,6 @@ func readLog(t *testing.T, path string) []logLine {
 	return lines
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func fixedClock() time.Time {
 	return time.Date(2024, 1, 2, 3, 4, 5, 123456789, time.FixedZone("x", 3600))
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 func TestTailLastLines(t *testing.T) {
@@ -121,7 +123,7 @@ func TestTailFollowsRotation(t *testing.T) {
 			out := &syncBuffer{}
 			seen := func(i int) bool { return strings.Contains(out.String(), fmt.Sprintf(" %07d\n", i)) }
 			write(perFile*2 + 20)
-			waitFor(t, "the first lines on disk", func() bool {
+			testenv.WaitFor(t, "the first lines on disk", 20*time.Second, func() bool {
 				b, _ := os.ReadFile(path)
 				return bytes.Contains(b, fmt.Appendf(nil, " %07d\n", next-1))
 			})
@@ -136,15 +138,15 @@ func TestTailFollowsRotation(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- Tail(ctx, path, tt.n, true, out) }()
 			if tt.n != 0 {
-				waitFor(t, "the last lines", func() bool { return seen(next - 1) })
+				testenv.WaitFor(t, "the last lines", 20*time.Second, func() bool { return seen(next - 1) })
 			}
 			write(tt.burst)
 			for range tt.steps {
 				write(perFile)
-				waitFor(t, "a rotation", func() bool { return seen(next - 1) })
+				testenv.WaitFor(t, "a rotation", 20*time.Second, func() bool { return seen(next - 1) })
 			}
 			write(1)
-			waitFor(t, "the newest line", func() bool { return seen(next - 1) })
+			testenv.WaitFor(t, "the newest line", 20*time.Second, func() bool { return seen(next - 1) })
 
 			cancel()
 			select {
@@ -186,7 +188,7 @@ func TestTailFollowWaitsForFile(t *testing.T) {
 	}
 	defer w.Close()
 	w.Note("hello")
-	waitFor(t, "the line", func() bool { return strings.HasSuffix(out.String(), " ferry hello\n") })
+	testenv.WaitFor(t, "the line", 20*time.Second, func() bool { return strings.HasSuffix(out.String(), " ferry hello\n") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

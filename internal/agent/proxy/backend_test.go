@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 type result struct {
@@ -94,7 +96,7 @@ func TestRemoveCutShort(t *testing.T) {
 	if r := <-res; r.err != nil || r.status != http.StatusOK || r.body != "late" {
 		t.Errorf("request in flight: %+v", r)
 	}
-	waitFor(t, "the backend's connections to close", func() bool { return b.open.Load() == 0 })
+	testenv.WaitFor(t, "the backend's connections to close", 5*time.Second, func() bool { return b.open.Load() == 0 })
 }
 
 func TestRemoveClosesIdleConnections(t *testing.T) {
@@ -127,7 +129,7 @@ func TestRemoveClosesIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The backend learns of each close when its read returns: poll.
-	waitFor(t, "the removed backend's connections to close", func() bool { return b.open.Load() == 0 })
+	testenv.WaitFor(t, "the removed backend's connections to close", 5*time.Second, func() bool { return b.open.Load() == 0 })
 	if n := other.open.Load(); n != kept {
 		t.Errorf("the other backend's connections went from %d to %d", kept, n)
 	}
@@ -308,7 +310,7 @@ func TestUpgradedConnectionDrained(t *testing.T) {
 		defer cancel()
 		removed <- p.Remove(ctx, b.addr)
 	}()
-	waitFor(t, "the backend to leave rotation", func() bool { return len(p.Backends()) == 0 })
+	testenv.WaitFor(t, "the backend to leave rotation", 5*time.Second, func() bool { return len(p.Backends()) == 0 })
 	roundTrip(t, c, br, "still there") // within UpgradedDrain
 
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -383,7 +385,7 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("client: %v, want context.Canceled", err)
 	}
-	waitFor(t, "the request to end", func() bool { return p.InFlight(b.addr) == 0 })
+	testenv.WaitFor(t, "the request to end", 5*time.Second, func() bool { return p.InFlight(b.addr) == 0 })
 }
 
 // TestRemoveThenQuiet: quiet runs once the ordinary requests are done and
@@ -411,7 +413,7 @@ func TestRemoveThenQuiet(t *testing.T) {
 		}
 		slow <- err
 	}()
-	waitFor(t, "the slow request to reach the backend", func() bool { return p.InFlight(b.addr) == 2 })
+	testenv.WaitFor(t, "the slow request to reach the backend", 5*time.Second, func() bool { return p.InFlight(b.addr) == 2 })
 
 	var quiets atomic.Int32
 	quiet := make(chan struct{})
@@ -424,7 +426,7 @@ func TestRemoveThenQuiet(t *testing.T) {
 			}
 		})
 	}()
-	waitFor(t, "the backend to leave rotation", func() bool { return len(p.Backends()) == 0 })
+	testenv.WaitFor(t, "the backend to leave rotation", 5*time.Second, func() bool { return len(p.Backends()) == 0 })
 	select {
 	case <-quiet:
 		t.Fatal("quiet ran while an ordinary request was in flight")

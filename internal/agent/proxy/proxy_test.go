@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // testBackend is an app instance on loopback that counts the connections
@@ -74,18 +76,6 @@ func startProxy(t testing.TB, opt Options) (*Proxy, string) {
 		}
 	})
 	return p, "http://" + l.Addr().String()
-}
-
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // echo answers a POST with its body and anything else with "ok". It reads
@@ -198,7 +188,7 @@ func TestSwitchUnderLoad(t *testing.T) {
 	for range 200 {
 		next := startBackend(t, echo)
 		p.Add(next.addr)
-		waitFor(t, "the new backend to serve", func() bool { return next.served.Load() > 0 })
+		testenv.WaitFor(t, "the new backend to serve", 5*time.Second, func() bool { return next.served.Load() > 0 })
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := p.Remove(rctx, old.addr)
 		cancel()
@@ -278,7 +268,7 @@ func TestNoBackendWait(t *testing.T) {
 	t.Run("backend added in time", func(t *testing.T) {
 		p, url := startProxy(t, Options{NoBackendWait: 5 * time.Second})
 		res := getAsync(url)
-		waitFor(t, "the request to wait", func() bool { return p.waiting.Load() == 1 })
+		testenv.WaitFor(t, "the request to wait", 5*time.Second, func() bool { return p.waiting.Load() == 1 })
 		p.Add(startBackend(t, echo).addr)
 		if r := <-res; r.err != nil || r.status != http.StatusOK {
 			t.Errorf("got %+v, want 200", r)
@@ -373,7 +363,7 @@ func TestShutdownAnswersWaitingRequests(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(l) }()
 	res := getAsync("http://" + l.Addr().String())
-	waitFor(t, "the request to wait", func() bool { return p.waiting.Load() == 1 })
+	testenv.WaitFor(t, "the request to wait", 5*time.Second, func() bool { return p.waiting.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
@@ -466,12 +456,7 @@ func TestLameDuckClosesKeepAlives(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.LameDuck(ctx, time.Minute); close(done) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for !get().Close {
-		if time.Now().After(deadline) {
-			t.Fatal("responses during the lame duck do not say Connection: close")
-		}
-	}
+	testenv.WaitFor(t, "responses during the lame duck to say Connection: close", 5*time.Second, func() bool { return get().Close })
 	cancel()
 	<-done
 }

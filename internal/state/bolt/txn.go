@@ -215,7 +215,7 @@ func (t *txn) revoke(id state.LeaseID) error {
 	prefix := u64(int64(id))
 	var keys []string
 	c := t.tx.Bucket(bucketLeaseKeys).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && len(k) > 8 && string(k[:8]) == string(prefix); k, _ = c.Next() {
+	for k, _ := c.Seek(prefix); len(k) > 8 && string(k[:8]) == string(prefix); k, _ = c.Next() {
 		keys = append(keys, string(k[8:]))
 	}
 	for _, key := range keys {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydeploy/ferry/internal/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -44,14 +45,7 @@ type member struct {
 // when there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("etcd"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("etcd is not installed: run scripts/install-deps.sh (Debian package etcd-server)")
-	}
-	t.Skip("etcd is not installed (scripts/install-deps.sh installs it)")
-	return ""
+	return testenv.NeedCommand(t, "etcd")
 }
 
 // Start starts an n-member cluster and waits until it answers. The members

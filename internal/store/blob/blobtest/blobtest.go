@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // The S3 server's root credentials; StartS3 puts them in the test's AWS
@@ -42,7 +43,7 @@ func StartS3(t testing.TB) *S3 { return StartS3On(t, "127.0.0.1") }
 func StartS3On(t testing.TB, ip string) *S3 {
 	t.Helper()
 	addr := freeAddr(t, ip)
-	cmd := exec.Command(binary(t, "versitygw"), "--port", addr, "posix", t.TempDir())
+	cmd := exec.Command(testenv.NeedCommand(t, "versitygw"), "--port", addr, "posix", t.TempDir())
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 	start(t, cmd, func() bool {
 		c, err := net.Dial("tcp", addr)
@@ -93,7 +94,7 @@ func StartGCS(t testing.TB) *GCS {
 	t.Helper()
 	addr := freeAddr(t, "127.0.0.1")
 	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(binary(t, "fake-gcs-server"), "-scheme", "http", "-host", "127.0.0.1", "-port", port,
+	cmd := exec.Command(testenv.NeedCommand(t, "fake-gcs-server"), "-scheme", "http", "-host", "127.0.0.1", "-port", port,
 		"-backend", "filesystem", "-filesystem-root", t.TempDir(),
 		"-external-url", "http://"+addr, "-public-host", addr, "-log-level", "warn")
 	start(t, cmd, func() bool {
@@ -120,18 +121,6 @@ func (g *GCS) Bucket(t testing.TB, name, prefix string) string {
 		t.Fatalf("create bucket %s: %s", name, resp.Status)
 	}
 	return "gs://" + name + "/" + prefix
-}
-
-func binary(t testing.TB, name string) string {
-	t.Helper()
-	bin, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: run scripts/install-deps.sh", name)
-		}
-		t.Skipf("%s is not installed (scripts/install-deps.sh builds it)", name)
-	}
-	return bin
 }
 
 func freeAddr(t testing.TB, ip string) string {
