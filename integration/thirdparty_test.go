@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // A third-party app under test: a directory ferry builds, and ferry.yaml
@@ -26,7 +28,7 @@ type thirdParty struct {
 // the app, so a release that crashes at import (or whose check fails)
 // must be gated by its health check, not by READY=1.
 func gunicornApp(t *testing.T) thirdParty {
-	gunicorn := need(t, "gunicorn")
+	gunicorn := testenv.NeedCommand(t, "gunicorn")
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "app.py"), []byte(`import os
 if os.environ.get("CRASH_AT_IMPORT"):
@@ -62,7 +64,7 @@ processes:
 // expressApp is an Express app from npm: its node_modules come from the
 // npm registry in its build.command.
 func expressApp(t *testing.T) thirdParty {
-	need(t, "npm")
+	testenv.NeedCommand(t, "npm")
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name":"express-app","version":"1.0.0","private":true,"dependencies":{"express":"4.21.2"}}`), 0o644)
 	os.WriteFile(filepath.Join(dir, "server.js"), []byte(`const express = require("express");
@@ -103,10 +105,7 @@ func httpbinApp(t *testing.T) thirdParty {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = mod
 		if out, err := cmd.CombinedOutput(); err != nil {
-			if os.Getenv("CI") == "" {
-				t.Skipf("go %s: %v (the Go module proxy is needed)\n%s", strings.Join(args, " "), err, out)
-			}
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			testenv.SkipUnlessCI(t, "go %s: %v (the Go module proxy is needed)\n%s", strings.Join(args, " "), err, out)
 		}
 	}
 	return thirdParty{name: "go-httpbin", path: "/anything", dir: dir, why: map[string]string{"crash": "exited before it was ready", "check": "not ready"},

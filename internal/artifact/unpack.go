@@ -234,7 +234,7 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 	}
 	// Refuse what cannot be written before creating its parents.
 	switch h.Typeflag {
-	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink:
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink: // tar.Reader reports TypeRegA as TypeReg
 	case tar.TypeChar, tar.TypeBlock:
 		return unsafeErr("device node")
 	case tar.TypeFifo:

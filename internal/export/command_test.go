@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // commandTests are Procfile commands that must run whole under every
@@ -58,7 +59,7 @@ const commandSecret = `a  b $HOME "q" 'x' \n ` + "`id`"
 // configparser and shlex, launchd's ProgramArguments — runs the argv in the
 // environment it would get, and checks what the command did.
 func TestCommandsRun(t *testing.T) {
-	python := needTool(t, "python3")
+	python := testenv.NeedCommand(t, "python3")
 	for _, tt := range commandTests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, format := range Formats() {
@@ -471,7 +472,7 @@ func TestSimpleCommand(t *testing.T) {
 // TestSyntaxError: a command sh cannot parse is refused before any file is
 // written, with sh's reason, rather than exported into a restart loop.
 func TestSyntaxError(t *testing.T) {
-	needTool(t, "sh")
+	testenv.NeedCommand(t, "sh")
 	dir := t.TempDir()
 	app := &ferry.App{Name: "bad", Processes: []ferry.Process{{Name: "web", Command: "while true; do bin/web", Scale: 1}}}
 	_, err := Export("systemd", Options{App: app, Dir: dir, Root: dir})

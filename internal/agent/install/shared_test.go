@@ -246,7 +246,7 @@ func TestRetentionStaysInReleases(t *testing.T) {
 	victim := filepath.Join(jail, "victim")
 	os.MkdirAll(victim, 0o755)
 	os.WriteFile(filepath.Join(victim, "file"), []byte("keep"), 0o644)
-	rec := fmt.Sprintf(`{"id":"../../victim","sha256":"x","installed":"2000-01-01T00:00:00Z"}`)
+	rec := `{"id":"../../victim","sha256":"x","installed":"2000-01-01T00:00:00Z"}`
 	if err := os.WriteFile(d.recordPath(ids[0]), []byte(rec), 0o640); err != nil {
 		t.Fatal(err)
 	}
