@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -317,7 +318,9 @@ func (r *appRunner) deploy(want *desired.App) error {
 		return fail(err)
 	}
 	defer unlock()
-	hooks := hook.Runner{Dir: r.dir.Path, Out: &dl, Env: []string{"FERRY_APP=" + r.name}}
+	hookLog := r.openHookLog(want)
+	defer hookLog.Close()
+	hooks := hook.Runner{Dir: r.dir.Path, Out: io.MultiWriter(&dl, hookLog), Env: []string{"FERRY_APP=" + r.name}}
 	if err := hooks.Run(ctx, "pre", app.Hooks.Pre, nil); err != nil {
 		return fail(r.failed(ctx, hooks, &dl, step(ferry.FailHook, "pre hook", err)))
 	}
@@ -329,7 +332,9 @@ func (r *appRunner) deploy(want *desired.App) error {
 		if err != nil {
 			return fail(err)
 		}
-		err = r.dir.Install(fctx, id, want.SHA256, f, install.Options{Limits: r.a.cfg.Limits, Shared: app.Shared, Src: want.Artifact})
+		// Post hooks prepare the release (npm ci, a build step): it stays
+		// writable for them, as the agent's user, and is sealed after.
+		err = r.dir.Install(fctx, id, want.SHA256, f, install.Options{Limits: r.a.cfg.Limits, Shared: app.Shared, Src: want.Artifact, Writable: len(app.Hooks.Post) > 0})
 		f.Close()
 		if superseded(err) {
 			return nil
@@ -342,12 +347,33 @@ func (r *appRunner) deploy(want *desired.App) error {
 	fetched()
 	rel := r.dir.ReleasePath(id)
 	hooks.Dir = rel
-	hooks.Env = append(hooks.Env, "FERRY_RELEASE="+id, "FERRY_RELEASE_DIR="+rel)
-	if err := hooks.Run(ctx, "post", app.Hooks.Post, nil); err != nil {
+	hooks.Env = append(hooks.Env, "FERRY_RELEASE="+releaseName(want, id), "FERRY_RELEASE_ID="+id, "FERRY_RELEASE_DIR="+rel)
+	// Hooks run in the release's environment, as its processes do:
+	// migrations need DATABASE_URL.
+	config, err := r.renderEnv(rel, want, id)
+	if err != nil {
 		if fresh {
 			r.dir.Remove(id)
 		}
-		return fail(r.failed(ctx, hooks, &dl, step(ferry.FailHook, "post hook", err)))
+		return fail(step(ferry.FailConfig, "", err))
+	}
+	for _, k := range sortedKeys(config) {
+		hooks.Env = append(hooks.Env, k+"="+config[k])
+	}
+	// Post hooks prepare a release once, when it is installed; a release
+	// deployed again (a config change) was prepared already, and is
+	// read-only.
+	if fresh {
+		if err := hooks.Run(ctx, "post", app.Hooks.Post, nil); err != nil {
+			r.dir.Remove(id)
+			return fail(r.failed(ctx, hooks, &dl, step(ferry.FailHook, "post hook", err)))
+		}
+		if len(app.Hooks.Post) > 0 {
+			if err := r.dir.Seal(id); err != nil {
+				r.dir.Remove(id)
+				return fail(step(ferry.FailUnpack, "", err))
+			}
+		}
 	}
 
 	prev := r.snapshot()
@@ -618,3 +644,44 @@ func (r *appRunner) checkSigned(want *desired.App) error {
 	}
 	return nil
 }
+
+// releaseName is what a person calls the release want names: the
+// server's "vN" (or a desired file's label), else the host's id for it.
+func releaseName(want *desired.App, id string) string {
+	if want.Release != "" {
+		return want.Release
+	}
+	return id
+}
+
+// maxHookLog is the size at which an app's hook log is rotated once.
+const maxHookLog = 10 << 20
+
+// openHookLog opens the app's hook log, logs/hooks.log, for appending,
+// after a line naming the deploy: what `ferry logs APP --hooks` shows. A
+// log that cannot be opened costs the deploy nothing but its record.
+func (r *appRunner) openHookLog(want *desired.App) io.WriteCloser {
+	dir := filepath.Join(r.dir.Path, "logs")
+	path := filepath.Join(dir, HookLogName)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		r.a.log.Warn("hook log", "app", r.name, "err", err)
+		return nopCloser{io.Discard}
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Size() > maxHookLog {
+		os.Rename(path, path+".1")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		r.a.log.Warn("hook log", "app", r.name, "err", err)
+		return nopCloser{io.Discard}
+	}
+	fmt.Fprintf(f, "==== %s deploy %s (sha256 %.12s)\n", time.Now().UTC().Format(time.RFC3339), releaseName(want, want.SHA256), want.SHA256)
+	return f
+}
+
+// HookLogName is the file under an app's logs/ its hooks' output goes to.
+const HookLogName = "hooks.log"
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -52,7 +52,8 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 			env = append(env,
 				"PORT="+strconv.Itoa(port),
 				"FERRY_APP="+r.name,
-				"FERRY_RELEASE="+id,
+				"FERRY_RELEASE="+releaseName(want, id), // what people call it: the server's vN
+				"FERRY_RELEASE_ID="+id,                 // the release's directory under releases/
 				"FERRY_PROCESS="+p.Name,
 				"FERRY_INSTANCE="+strconv.Itoa(k),
 				"FERRY_HOST="+r.a.cfg.Name,

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/agent/hook"
 )
 
 // stepError is an error that knows which step of a release failed, so the
@@ -34,6 +35,10 @@ func failureOf(err error, release string) *ferry.Failure {
 	var se *stepError
 	if errors.As(err, &se) {
 		f.Kind, f.Check = se.kind, se.check
+	}
+	var he *hook.Error
+	if errors.As(err, &he) {
+		f.Kind, f.Check, f.Output = ferry.FailHook, he.Phase+" hook `"+he.Command+"`", he.Output
 	}
 	return f
 }

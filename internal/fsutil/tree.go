@@ -128,3 +128,58 @@ func chmodDirs(fd int, display string, mode uint32) error {
 	}
 	return nil
 }
+
+// SealTree makes the tree at path read-only: every regular file loses its
+// write bits and every directory gets dirMode, deepest first. As ChmodDirs
+// it goes through descriptors opened with O_NOFOLLOW, so a symlink a hook
+// left in the tree is skipped, and what it points at never changes.
+func SealTree(path string, dirMode fs.FileMode) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	return sealTree(fd, path, uint32(dirMode.Perm()))
+}
+
+// sealTree owns fd and closes it.
+func sealTree(fd int, display string, mode uint32) error {
+	f := os.NewFile(uintptr(fd), display)
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := display + "/" + e.Name()
+		switch {
+		case e.IsDir():
+			sub, err := openTreeDir(fd, e.Name())
+			if err != nil {
+				return &fs.PathError{Op: "open", Path: name, Err: err}
+			}
+			if err := sealTree(sub, name, mode); err != nil {
+				return err
+			}
+		case e.Type().IsRegular():
+			// O_NONBLOCK: should the entry have become a FIFO, opening
+			// it does not wait for a writer.
+			ffd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return &fs.PathError{Op: "open", Path: name, Err: err}
+			}
+			var st unix.Stat_t
+			err = unix.Fstat(ffd, &st)
+			if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				err = unix.Fchmod(ffd, (st.Mode&0o7777)&^0o222)
+			}
+			unix.Close(ffd)
+			if err != nil {
+				return &fs.PathError{Op: "chmod", Path: name, Err: err}
+			}
+		}
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return &fs.PathError{Op: "chmod", Path: display, Err: err}
+	}
+	return nil
+}

@@ -14,7 +14,7 @@ import (
 )
 
 // Runner runs commands in Dir with Env added to the environment; their
-// output goes to Out.
+// output goes to Out, and the last lines of a failing one into its Error.
 type Runner struct {
 	Dir string
 	Env []string
@@ -35,7 +35,9 @@ func (r Runner) Run(ctx context.Context, phase string, cmds []string, stdin []by
 		if out == nil {
 			out = io.Discard
 		}
-		cmd.Stdout, cmd.Stderr = out, out
+		tail := &tailBuffer{max: tailBytes}
+		w := io.MultiWriter(out, tail)
+		cmd.Stdout, cmd.Stderr = w, w
 		if stdin != nil {
 			cmd.Stdin = bytes.NewReader(stdin)
 		}
@@ -49,8 +51,56 @@ func (r Runner) Run(ctx context.Context, phase string, cmds []string, stdin []by
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("%s hook `%s` failed: %w", phase, c, err)
+			return &Error{Phase: phase, Command: c, Err: err, Output: tail.lines(tailLines)}
 		}
 	}
 	return nil
+}
+
+// Error is a hook that failed: which, how, and the last lines it printed
+// (stdout and stderr as they came), for the user to see why.
+type Error struct {
+	Phase   string // pre, post, success, failure
+	Command string
+	Err     error
+	Output  string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s hook `%s` failed: %v", e.Phase, e.Command, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// How much of a failing hook's output its Error keeps.
+const (
+	tailBytes = 64 << 10
+	tailLines = 20
+)
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = t.b[over:]
+	}
+	return len(p), nil
+}
+
+// lines is the last n lines of what was written.
+func (t *tailBuffer) lines(n int) string {
+	s := bytes.TrimRight(t.b, "\n")
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			if n--; n == 0 {
+				return string(s[i+1:])
+			}
+		}
+	}
+	return string(s)
 }

@@ -219,6 +219,11 @@ type Options struct {
 	Limits artifact.Limits
 	Shared []string // directories to link from shared/
 	Src    string   // recorded for status
+	// Writable leaves the release writable by its owner until Seal, for
+	// post hooks that write into it (npm ci, a build step) as the agent's
+	// user, root or not. It then shares no file with the current release:
+	// a hook writing a file in place must not change the running one.
+	Writable bool
 }
 
 // Install unpacks the artifact read from archive as release id. It does not
@@ -269,8 +274,8 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 			fsutil.RemoveTree(stage)
 		}
 	}()
-	uo := artifact.UnpackOptions{Limits: opt.Limits, ReadOnly: true}
-	if cur, _ := d.Current(); cur != "" {
+	uo := artifact.UnpackOptions{Limits: opt.Limits, ReadOnly: !opt.Writable}
+	if cur, _ := d.Current(); cur != "" && !opt.Writable {
 		if fi, err := os.Lstat(d.releasePath(cur)); err == nil && fi.IsDir() {
 			uo.Reuse = d.releasePath(cur)
 		}
@@ -285,7 +290,11 @@ func (d Dir) InstallStats(ctx context.Context, id, sha256 string, archive io.Rea
 	if err := d.linkShared(stage, opt.Shared); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
-	if err := fsutil.ChmodDirs(stage, releaseMode); err != nil {
+	mode := fs.FileMode(releaseMode)
+	if opt.Writable {
+		mode = dirMode
+	}
+	if err := fsutil.ChmodDirs(stage, mode); err != nil {
 		return st, fmt.Errorf("install %s: %w", id, err)
 	}
 	if err := syncFS(stage); err != nil {
@@ -434,4 +443,16 @@ func syncFS(dir string) error {
 	}
 	defer f.Close()
 	return unix.Syncfs(int(f.Fd()))
+}
+
+// Seal makes release id read-only, as Install does without
+// Options.Writable: after its post hooks wrote into it.
+func (d Dir) Seal(id string) error {
+	if !idRe.MatchString(id) {
+		return ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
+	}
+	if err := fsutil.SealTree(d.releasePath(id), releaseMode); err != nil {
+		return fmt.Errorf("seal release %s: %w", id, err)
+	}
+	return nil
 }

@@ -185,3 +185,42 @@ func TestLockCleansInterruptedStaging(t *testing.T) {
 		t.Fatalf("staging dir still there after Lock: %v", err)
 	}
 }
+
+// TestWritableUntilSealed: a release installed for post hooks is
+// writable by its owner and shares no file with the current release, so a
+// hook that writes a file in place cannot change the running one; Seal
+// makes it read-only as any release.
+func TestWritableUntilSealed(t *testing.T) {
+	d := Dir{Path: t.TempDir()}
+	ids := installN(t, d, 1)
+	cur := ids[0]
+	files := map[string]string{"v": cur, "bin/app": "bytes"} // v as in the current release
+	// The current release holds the same files, so a read-only install
+	// would hard-link them.
+	sha := fmt.Sprintf("%064d", 9)
+	id := d.NextID(sha)
+	if err := d.Install(context.Background(), id, sha, bytes.NewReader(archive(t, files)), Options{Limits: artifact.DefaultLimits, Writable: true}); err != nil {
+		t.Fatal(err)
+	}
+	rel := d.ReleasePath(id)
+	for _, f := range []string{"v", "bin/app"} {
+		if err := os.WriteFile(filepath.Join(rel, f), []byte("changed by a hook"), 0o644); err != nil {
+			t.Fatalf("a post hook cannot write into the release: %v", err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(rel, "node_modules"), 0o755); err != nil {
+		t.Fatalf("a post hook cannot create a directory in the release: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(d.ReleasePath(cur), "v")); string(b) != cur {
+		t.Errorf("the current release's file changed: %q", b)
+	}
+	if err := d.Seal(id); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{rel, filepath.Join(rel, "bin"), filepath.Join(rel, "bin", "app"), filepath.Join(rel, "node_modules")} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o222 != 0 {
+			t.Errorf("%s after Seal: %v %v, want no write bits", p, fi.Mode(), err)
+		}
+	}
+}
