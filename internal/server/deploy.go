@@ -3,7 +3,6 @@ package server
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/spec"
 )
 
@@ -23,24 +23,6 @@ const (
 	defaultBatch         = "25%"
 	defaultHealthTimeout = 60 * time.Second
 )
-
-// groupRelease is the release an app runs in a group: what hosts joining
-// the group converge to.
-type groupRelease struct {
-	Release    int    `json:"release"`
-	SHA256     string `json:"sha256"`
-	Deployment string `json:"deployment"`
-}
-
-// deployRecord is a deployment as stored, with what its rollout needs to
-// resume.
-type deployRecord struct {
-	api.Deployment
-	SHA256   string `json:"sha256,omitempty"` // the release's artifact; "" when Release is 0 (remove the app)
-	Promoted bool   `json:"promoted,omitempty"`
-	Child    string `json:"child,omitempty"` // the automatic rollback of this one
-	Auto     bool   `json:"auto,omitempty"`  // an automatic rollback, driven by its parent
-}
 
 func newDeployID() string {
 	return "d" + time.Now().UTC().Format("20060102T150405") + "-" + randomHex(3)
@@ -59,7 +41,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err := p.scope(req.App, req.Group); err != nil {
 		return err
 	}
-	rec := deployRecord{Deployment: api.Deployment{
+	rec := repo.Deployment{Deployment: api.Deployment{
 		App: req.App, Group: req.Group, Strategy: req.Strategy, Batch: req.Batch, Canary: req.Canary,
 		HealthTimeout: req.HealthTimeout, AutoRollback: !req.NoAutoRollback,
 	}}
@@ -79,7 +61,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 		if held, ok, err := s.lockHeld(ctx, req.App, req.Group); err != nil {
 			return err
 		} else if ok {
-			return ferry.Errorf(ferry.ELOCKED, "%s", held.message())
+			return ferry.Errorf(ferry.ELOCKED, "%s", lockMessage(held))
 		}
 	}
 	rel, err := s.resolveRelease(ctx, p, req)
@@ -166,7 +148,7 @@ func plan(d *api.Deployment, hosts []string) {
 // knownGroup returns the hosts of a group that hosts joined or a join
 // token names; any other group is ENOTFOUND.
 func (s *Server) knownGroup(ctx context.Context, group string) ([]string, error) {
-	hosts, err := s.groupHosts(ctx, group)
+	hosts, err := s.repo.GroupHosts(ctx, group)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +174,7 @@ func (s *Server) knownGroup(ctx context.Context, group string) ([]string, error)
 func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.DeployRequest) (api.Release, error) {
 	var rel api.Release
 	if req.Release > 0 {
-		found, err := s.lookup(ctx, releaseKey(req.App, req.Release), &rel)
+		rel, found, err := s.repo.Release(ctx, req.App, req.Release)
 		if err != nil {
 			return rel, err
 		}
@@ -201,7 +183,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		}
 		return rel, s.checkBlob(ctx, rel)
 	}
-	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
+	recs, err := s.repo.Artifacts(ctx)
 	if err != nil {
 		return rel, err
 	}
@@ -210,15 +192,18 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		// No version: the artifact the group runs, with the newest config
 		// (a config change deploys like code); the newest artifact for a
 		// group that runs none yet.
-		var g groupRelease
-		if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+		g, _, err := s.repo.GroupRelease(ctx, req.App, req.Group)
+		if err != nil {
 			return rel, err
 		}
 		want = g.SHA256
 	}
-	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool {
-		return a.App != req.App || (want != "" && a.SHA256 != want) || (req.Version != "" && a.Version != req.Version)
-	})
+	var arts []api.Artifact
+	for _, a := range recs {
+		if a.App == req.App && (want == "" || a.SHA256 == want) && (req.Version == "" || a.Version == req.Version) {
+			arts = append(arts, a.Artifact)
+		}
+	}
 	if len(arts) == 0 {
 		switch {
 		case req.SHA256 != "":
@@ -234,7 +219,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		return rel, err
 	}
 	for {
-		rels, err := listJSON[api.Release](ctx, s.st, prefixRels+req.App+"/")
+		rels, err := s.repo.Releases(ctx, req.App)
 		if err != nil {
 			return rel, err
 		}
@@ -248,8 +233,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		if err := s.checkBlob(ctx, rel); err != nil {
 			return rel, err
 		}
-		b, _ := json.Marshal(rel)
-		_, ok, err := s.st.CompareAndSwap(ctx, releaseKey(rel.App, rel.Number), 0, b, 0)
+		ok, err := s.repo.CreateRelease(ctx, rel)
 		if err != nil || ok {
 			return rel, err
 		}
@@ -266,20 +250,20 @@ func (s *Server) checkBlob(ctx context.Context, rel api.Release) error {
 }
 
 // launch takes the lock, records the deployment and starts its rollout.
-func (s *Server) launch(ctx context.Context, p *principal, rec deployRecord, hosts []string, waitLock time.Duration, reason string) (api.Deployment, error) {
+func (s *Server) launch(ctx context.Context, p *principal, rec repo.Deployment, hosts []string, waitLock time.Duration, reason string) (api.Deployment, error) {
 	rec.ID, rec.By, rec.State = newDeployID(), p.who(), api.DeployRunning
-	l, err := s.acquireLock(ctx, lockRecord{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: p.who(), Reason: reason, Since: time.Now().UTC()}, Deployment: rec.ID}, waitLock)
+	l, err := s.acquireLock(ctx, repo.Lock{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: p.who(), Reason: reason, Since: time.Now().UTC()}, Deployment: rec.ID}, waitLock)
 	if err != nil {
 		return api.Deployment{}, err
 	}
-	var g groupRelease
-	if _, err := s.lookup(ctx, groupKey(rec.App, rec.Group), &g); err != nil {
+	g, _, err := s.repo.GroupRelease(ctx, rec.App, rec.Group)
+	if err != nil {
 		s.release(ctx, l)
 		return api.Deployment{}, err
 	}
 	rec.From, rec.Started = g.Release, time.Now().UTC()
 	plan(&rec.Deployment, hosts)
-	if err := s.putJSON(ctx, prefixDeploys+rec.ID, rec); err != nil {
+	if err := s.repo.CreateDeployment(ctx, rec); err != nil {
 		s.release(ctx, l)
 		return api.Deployment{}, err
 	}
@@ -293,7 +277,7 @@ func (s *Server) setOutcome(ctx context.Context, app string, n int, outcome stri
 	if n == 0 {
 		return
 	}
-	_, err := update(ctx, s.st, releaseKey(app, n), func(r *api.Release, exists bool) error {
+	_, err := s.repo.UpdateRelease(ctx, app, n, func(r *api.Release, exists bool) error {
 		if !exists || r.Outcome == outcome {
 			return errSkip
 		}

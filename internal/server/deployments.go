@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // getDeployment answers a deployment; with ?index=N it blocks until the
@@ -22,14 +23,18 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, p *princi
 	if index == 0 {
 		wait = 0
 	}
-	val, idx, err := s.waitKey(r.Context(), prefixDeploys+id, index, wait)
+	key, err := s.repo.DeploymentKey(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	val, idx, err := s.waitKey(r.Context(), key, index, wait)
 	if err != nil {
 		return err
 	}
 	if val == nil {
 		return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
 	}
-	var rec deployRecord
+	var rec repo.Deployment
 	if err := json.Unmarshal(val, &rec); err != nil {
 		return fmt.Errorf("state: deployment %s: %w", id, err)
 	}
@@ -43,17 +48,16 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, p *princi
 // listDeployments answers deployments, oldest first: ?app=&group= narrow.
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q := r.URL.Query()
-	recs, err := listJSON[deployRecord](r.Context(), s.st, prefixDeploys)
+	recs, err := s.repo.Deployments(r.Context(), q.Get("app"), q.Get("group"))
 	if err != nil {
 		return err
 	}
 	out := []api.Deployment{}
 	for _, rec := range recs {
-		if (q.Get("app") == "" || rec.App == q.Get("app")) && (q.Get("group") == "" || rec.Group == q.Get("group")) && p.allowed(rec.App, rec.Group) {
+		if p.allowed(rec.App, rec.Group) {
 			out = append(out, rec.Deployment)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.Deployment) int { return a.Started.Compare(b.Started) })
 	return writeJSON(w, http.StatusOK, out)
 }
 
@@ -61,10 +65,8 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p *prin
 func (s *Server) promote(w http.ResponseWriter, r *http.Request, p *principal) error {
 	id := r.PathValue("id")
 	var scopeErr error
-	rec, err := update(r.Context(), s.st, prefixDeploys+id, func(rec *deployRecord, exists bool) error {
+	rec, err := s.repo.UpdateDeployment(r.Context(), id, func(rec *repo.Deployment) error {
 		switch {
-		case !exists:
-			return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
 		case !p.allowed(rec.App, rec.Group):
 			scopeErr = p.scope(rec.App, rec.Group)
 			return scopeErr
@@ -111,14 +113,13 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 		return err
 	}
 	hosts = slices.DeleteFunc(hosts, func(h string) bool { _, ok := taken[h]; return ok })
-	recs, err := listJSON[deployRecord](ctx, s.st, prefixDeploys)
+	recs, err := s.repo.Deployments(ctx, req.App, req.Group)
 	if err != nil {
 		return err
 	}
-	recs = slices.DeleteFunc(recs, func(d deployRecord) bool { return d.App != req.App || d.Group != req.Group })
-	slices.SortFunc(recs, func(a, b deployRecord) int { return b.Started.Compare(a.Started) }) // newest first
-	var g groupRelease
-	if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+	slices.Reverse(recs) // newest first
+	g, _, err := s.repo.GroupRelease(ctx, req.App, req.Group)
+	if err != nil {
 		return err
 	}
 	target := req.Release
@@ -137,7 +138,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	rec := deployRecord{Deployment: api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, AutoRollback: false}, SHA256: rel.SHA256}
+	rec := repo.Deployment{Deployment: api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, AutoRollback: false}, SHA256: rel.SHA256}
 	if len(recs) > 0 {
 		rec.RollbackOf = recs[0].ID
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // Leader decides which of several servers sharing one state drives the
@@ -58,13 +59,13 @@ func (s *Server) lead(ctx context.Context) {
 			}
 			continue
 		}
-		w, err := s.st.Watch(ctx, prefixDeploys, rev)
+		w, err := s.st.Watch(ctx, repo.PrefixDeploys, rev)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
 		}
 		for ev := range w.C {
-			var rec deployRecord
+			var rec repo.Deployment
 			if ev.Type != "put" || unmarshal(ev.KV, &rec) != nil {
 				continue
 			}
@@ -77,7 +78,7 @@ func (s *Server) lead(ctx context.Context) {
 
 // runnable reports whether rec is a deployment the leader must drive.
 // Automatic rollbacks are driven by their parent.
-func runnable(rec deployRecord) bool {
+func runnable(rec repo.Deployment) bool {
 	return !rec.Auto && (rec.State == api.DeployRunning || rec.State == api.DeployWaiting)
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 func unmarshalBytes(b []byte, v any) error {
@@ -21,8 +22,8 @@ func unmarshalBytes(b []byte, v any) error {
 
 // save stores rec. Promoted is the one field others change (promote), so
 // it is merged rather than overwritten.
-func (s *Server) save(ctx context.Context, rec *deployRecord) error {
-	cur, err := update(ctx, s.st, prefixDeploys+rec.ID, func(cur *deployRecord, _ bool) error {
+func (s *Server) save(ctx context.Context, rec *repo.Deployment) error {
+	cur, err := s.repo.UpdateDeployment(ctx, rec.ID, func(cur *repo.Deployment) error {
 		promoted := cur.Promoted || rec.Promoted
 		*cur = *rec
 		cur.Promoted = promoted
@@ -33,7 +34,7 @@ func (s *Server) save(ctx context.Context, rec *deployRecord) error {
 }
 
 // finish records rec's end.
-func (s *Server) finish(ctx context.Context, rec *deployRecord, state, outcome string) error {
+func (s *Server) finish(ctx context.Context, rec *repo.Deployment, state, outcome string) error {
 	rec.State, rec.Ended = state, time.Now().UTC()
 	if !rec.Auto {
 		s.letGoOf(rec.ID)
@@ -51,17 +52,12 @@ func (s *Server) finish(ctx context.Context, rec *deployRecord, state, outcome s
 
 // succeed makes rec's release the group's and gives it to the hosts that
 // joined the group while it rolled out.
-func (s *Server) succeed(ctx context.Context, rec *deployRecord) error {
-	key := groupKey(rec.App, rec.Group)
-	if rec.Release == 0 {
-		if err := s.st.Delete(ctx, key); err != nil {
-			return err
-		}
-	} else if err := s.putJSON(ctx, key, groupRelease{Release: rec.Release, SHA256: rec.SHA256, Deployment: rec.ID}); err != nil {
+func (s *Server) succeed(ctx context.Context, rec *repo.Deployment) error {
+	if err := s.repo.SetGroupRelease(ctx, repo.GroupRelease{App: rec.App, Group: rec.Group, Release: rec.Release, SHA256: rec.SHA256, Deployment: rec.ID}); err != nil {
 		return err
 	}
 	if !rec.Auto {
-		hosts, err := s.groupHosts(ctx, rec.Group)
+		hosts, err := s.repo.GroupHosts(ctx, rec.Group)
 		if err != nil {
 			return err
 		}
@@ -71,7 +67,7 @@ func (s *Server) succeed(ctx context.Context, rec *deployRecord) error {
 				late = append(late, h.Name)
 			}
 		}
-		if err := s.setDesiredMany(ctx, late, rec.App, desiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}); err != nil {
+		if err := s.repo.SetDesiredMany(ctx, late, rec.App, repo.DesiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // Host rollout states.
@@ -55,15 +56,11 @@ func (s *Server) start(id string, l *lock) {
 // resume adopts every deployment left running (by a stopped server, or a
 // leader that died) and returns the revision of the listing.
 func (s *Server) resume(ctx context.Context) (int64, error) {
-	kvs, rev, err := s.st.List(ctx, prefixDeploys)
+	recs, rev, err := s.repo.AllDeployments(ctx)
 	if err != nil {
 		return 0, err
 	}
-	for _, kv := range kvs {
-		var rec deployRecord
-		if err := unmarshal(kv, &rec); err != nil {
-			return 0, err
-		}
+	for _, rec := range recs {
 		if runnable(rec) {
 			s.adopt(ctx, rec)
 		}
@@ -74,7 +71,7 @@ func (s *Server) resume(ctx context.Context) (int64, error) {
 // adopt drives rec unless this server already does: it takes over the
 // deployment's lock (still held by whoever created the deployment, or by a
 // leader that died) and starts the rollout.
-func (s *Server) adopt(ctx context.Context, rec deployRecord) {
+func (s *Server) adopt(ctx context.Context, rec repo.Deployment) {
 	s.mu.Lock()
 	if s.running[rec.ID] || s.adopting[rec.ID] {
 		s.mu.Unlock()
@@ -95,14 +92,13 @@ func (s *Server) adopt(ctx context.Context, rec deployRecord) {
 		// before taking the lock, and after, since a driver that just
 		// finished it lets go of the lock before it records the end.
 		stillRunnable := func() bool {
-			var cur deployRecord
-			ok, err := s.lookup(ctx, prefixDeploys+rec.ID, &cur)
-			return err == nil && ok && runnable(cur)
+			cur, err := s.repo.Deployment(ctx, rec.ID)
+			return err == nil && runnable(cur)
 		}
 		if !stillRunnable() {
 			return
 		}
-		lr := lockRecord{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: rec.By, Reason: "deploy " + label(rec.Release), Since: time.Now().UTC()}, Deployment: rec.ID}
+		lr := repo.Lock{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: rec.By, Reason: "deploy " + label(rec.Release), Since: time.Now().UTC()}, Deployment: rec.ID}
 		l, err := s.acquireLock(ctx, lr, lockTTL+5*time.Second)
 		if ctx.Err() != nil {
 			return
@@ -142,12 +138,12 @@ func (s *Server) rollout(ctx context.Context, id string, l *lock) {
 		delete(s.letGo, id)
 		s.mu.Unlock()
 	}()
-	var rec deployRecord
-	if _, err := s.getJSON(ctx, prefixDeploys+id, &rec); err != nil {
+	rec, err := s.repo.Deployment(ctx, id)
+	if err != nil {
 		s.log.Error("rollout", logDeployment, id, logErr, err)
 		return
 	}
-	err := s.drive(ctx, &rec)
+	err = s.drive(ctx, &rec)
 	if errors.Is(context.Cause(ctx), errLockLost) {
 		fctx := context.WithoutCancel(ctx)
 		rec.Error = errLockLost.Error()
@@ -175,7 +171,7 @@ func (s *Server) letGoOf(id string) {
 
 // drive runs rec's batches and, when one fails and rec rolls back
 // automatically, its rollback; it records the outcome.
-func (s *Server) drive(ctx context.Context, rec *deployRecord) error {
+func (s *Server) drive(ctx context.Context, rec *repo.Deployment) error {
 	if rec.Child == "" {
 		err := s.batches(ctx, rec)
 		if ctx.Err() != nil {
@@ -198,8 +194,8 @@ func (s *Server) drive(ctx context.Context, rec *deployRecord) error {
 			return err
 		}
 	}
-	var child deployRecord
-	if _, err := s.getJSON(ctx, prefixDeploys+rec.Child, &child); err != nil {
+	child, err := s.repo.Deployment(ctx, rec.Child)
+	if err != nil {
 		return err
 	}
 	if child.State == api.DeployRunning {
@@ -222,8 +218,8 @@ func (s *Server) drive(ctx context.Context, rec *deployRecord) error {
 
 // startRollback records the automatic rollback of rec: every host rec
 // touched goes back to rec.From, in batches of the same size.
-func (s *Server) startRollback(ctx context.Context, rec *deployRecord) error {
-	child := deployRecord{Auto: true, Deployment: api.Deployment{
+func (s *Server) startRollback(ctx context.Context, rec *repo.Deployment) error {
+	child := repo.Deployment{Auto: true, Deployment: api.Deployment{
 		ID: newDeployID(), App: rec.App, Group: rec.Group, Release: rec.From, From: rec.Release,
 		Strategy: rec.Strategy, Batch: rec.Batch, HealthTimeout: rec.HealthTimeout,
 		State: api.DeployRunning, RollbackOf: rec.ID, By: rec.By, Started: time.Now().UTC(),
@@ -232,9 +228,12 @@ func (s *Server) startRollback(ctx context.Context, rec *deployRecord) error {
 		child.Strategy = api.StrategyRolling
 	}
 	if rec.From != 0 {
-		var rel api.Release
-		if _, err := s.getJSON(ctx, releaseKey(rec.App, rec.From), &rel); err != nil {
+		rel, found, err := s.repo.Release(ctx, rec.App, rec.From)
+		if err != nil {
 			return err
+		}
+		if !found {
+			return ferry.Errorf(ferry.ENOTFOUND, "rolling back %s on %s: no release %s to go back to", rec.App, rec.Group, label(rec.From))
 		}
 		child.SHA256 = rel.SHA256
 	}
@@ -246,7 +245,7 @@ func (s *Server) startRollback(ctx context.Context, rec *deployRecord) error {
 	}
 	slices.Sort(touched)
 	plan(&child.Deployment, touched)
-	if err := s.putJSON(ctx, prefixDeploys+child.ID, child); err != nil {
+	if err := s.repo.CreateDeployment(ctx, child); err != nil {
 		return err
 	}
 	rec.Child = child.ID
@@ -255,12 +254,12 @@ func (s *Server) startRollback(ctx context.Context, rec *deployRecord) error {
 
 // batches rolls rec out batch by batch, skipping hosts already healthy
 // (a resumed rollout), until done or a host fails.
-func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
+func (s *Server) batches(ctx context.Context, rec *repo.Deployment) error {
 	last := 0
 	for _, hr := range rec.Hosts {
 		last = max(last, hr.Batch)
 	}
-	target := desiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}
+	target := repo.DesiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}
 	for b := 0; b <= last; b++ {
 		if rec.Strategy == api.StrategyCanary && b == 1 {
 			if err := s.waitPromote(ctx, rec); err != nil {
@@ -282,7 +281,7 @@ func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
 			return err
 		}
 		since := time.Now().UTC()
-		if err := s.setDesiredMany(ctx, hosts, rec.App, target); err != nil {
+		if err := s.repo.SetDesiredMany(ctx, hosts, rec.App, target); err != nil {
 			return err
 		}
 		if err := s.waitHealthy(ctx, rec, hosts, since); err != nil {
@@ -293,7 +292,7 @@ func (s *Server) batches(ctx context.Context, rec *deployRecord) error {
 }
 
 // waitPromote parks a canary deployment until someone promotes it.
-func (s *Server) waitPromote(ctx context.Context, rec *deployRecord) error {
+func (s *Server) waitPromote(ctx context.Context, rec *repo.Deployment) error {
 	if rec.Promoted {
 		return nil
 	}
@@ -301,13 +300,17 @@ func (s *Server) waitPromote(ctx context.Context, rec *deployRecord) error {
 	if err := s.save(ctx, rec); err != nil {
 		return err
 	}
+	key, err := s.repo.DeploymentKey(ctx, rec.ID)
+	if err != nil {
+		return err
+	}
 	var index int64
 	for !rec.Promoted {
-		val, idx, err := s.waitKey(ctx, prefixDeploys+rec.ID, index, time.Minute)
+		val, idx, err := s.waitKey(ctx, key, index, time.Minute)
 		if err != nil {
 			return err
 		}
-		var cur deployRecord
+		var cur repo.Deployment
 		if err := unmarshalBytes(val, &cur); err != nil {
 			return err
 		}
@@ -321,21 +324,29 @@ func (s *Server) waitPromote(ctx context.Context, rec *deployRecord) error {
 // running and healthy, or one fails: rejected by its agent, lost, or not
 // healthy within the health timeout.
 // Only reports received after since count, for success and failure alike.
-func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []string, since time.Time) error {
+func (s *Server) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []string, since time.Time) error {
 	deadline := time.Now().Add(rec.HealthTimeout)
-	all, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
-	if err != nil {
-		return err
-	}
-	known := map[string]hostRecord{}
-	for _, h := range all {
-		known[h.Name] = h
+	known := map[string]repo.Host{}
+	for _, name := range hosts {
+		h, _, err := s.repo.Host(ctx, name)
+		switch {
+		case err == nil:
+			known[name] = h
+		case ferry.ErrorCode(err) != ferry.ENOTFOUND:
+			return err
+		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var events <-chan struct{}
 	for {
-		reps, rev, err := s.reports(ctx)
+		var waiting []string
+		for _, h := range hosts {
+			if rec.Hosts[h].State == hostDeploying {
+				waiting = append(waiting, h)
+			}
+		}
+		reps, rev, err := s.repo.HostReports(ctx, waiting)
 		if err != nil {
 			return err
 		}
@@ -407,7 +418,7 @@ func (s *Server) waitHealthy(ctx context.Context, rec *deployRecord, hosts []str
 // rev, and closes it when the watch ends.
 func (s *Server) nudges(ctx context.Context, prefix string, rev int64) <-chan struct{} {
 	c := make(chan struct{}, 1)
-	w, err := s.st.Watch(ctx, prefix, rev)
+	w, err := s.repo.Store().Watch(ctx, prefix, rev)
 	if err != nil {
 		close(c)
 		return c
@@ -427,7 +438,7 @@ func (s *Server) nudges(ctx context.Context, prefix string, rev int64) <-chan st
 // check says whether a host's report of the app shows rec's release
 // running with every process healthy, or why it failed there. Neither (ok
 // false, why "") means not yet.
-func check(rec *deployRecord, as *api.AppStatus, reported bool) (ok bool, why string) {
+func check(rec *repo.Deployment, as *api.AppStatus, reported bool) (ok bool, why string) {
 	if rec.Release == 0 { // the app is being removed
 		return reported && (as == nil || as.State == ferry.AppStopped), ""
 	}

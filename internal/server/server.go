@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
 	"github.com/ferrydeploy/ferry/internal/store"
@@ -89,6 +90,7 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	st         state.Store
+	repo       *repo.Repo
 	blobs      store.Store
 	signer     URLSigner // the store, when agents download from it directly
 	ownsState  bool
@@ -157,6 +159,7 @@ func New(cfg Config) (s *Server, err error) {
 		}
 		s.blobs = b
 	}
+	s.repo = repo.New(s.st)
 	if cfg.DirectDownload > 0 {
 		if s.signer, err = checkSigner(s.blobs); err != nil {
 			return nil, err
@@ -182,8 +185,11 @@ func New(cfg Config) (s *Server, err error) {
 	if err := s.checkSealer(context.Background()); err != nil {
 		return nil, err
 	}
+	if err := s.repo.Upgrade(context.Background()); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s.desiredMirror = newMirror(s.st, prefixDesired)
-	s.reportW = newReportWriter(s.st)
+	s.reportW = newReportWriter(s.repo)
 	s.logHub = newLogHub()
 	s.revoker = newRevoker(s.st)
 	s.routes()
