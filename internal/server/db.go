@@ -35,8 +35,6 @@ func (s *Server) putJSON(ctx context.Context, key string, v any) error {
 	return repo.PutJSON(ctx, s.st, key, v)
 }
 
-func unmarshal(kv state.KV, v any) error { return repo.Unmarshal(kv, v) }
-
 // listJSON decodes every value under prefix, in key order.
 func listJSON[T any](ctx context.Context, st state.Store, prefix string) ([]T, error) {
 	return repo.ListJSON[T](ctx, st, prefix)

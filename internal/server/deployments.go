@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
 	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
@@ -64,22 +65,7 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p *prin
 // promote lets a canary deployment go on past its canary batch.
 func (s *Server) promote(w http.ResponseWriter, r *http.Request, p *principal) error {
 	id := r.PathValue("id")
-	var scopeErr error
-	rec, err := s.repo.UpdateDeployment(r.Context(), id, func(rec *repo.Deployment) error {
-		switch {
-		case !p.allowed(rec.App, rec.Group):
-			scopeErr = p.scope(rec.App, rec.Group)
-			return scopeErr
-		case rec.Strategy != api.StrategyCanary:
-			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s, not canary: nothing to promote", id, rec.Strategy)
-		case rec.State != api.DeployRunning && rec.State != api.DeployWaiting:
-			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s: nothing to promote", id, rec.State)
-		case rec.Promoted:
-			return errSkip
-		}
-		rec.Promoted = true
-		return nil
-	})
+	rec, err := s.orch.Promote(r.Context(), id, p.scope)
 	if err != nil {
 		return err
 	}
@@ -142,13 +128,13 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if len(recs) > 0 {
 		rec.RollbackOf = recs[0].ID
 	}
-	if err := checkPlan(&rec.Deployment); err != nil {
+	if err := orchestrator.CheckPlan(&rec.Deployment); err != nil {
 		return err
 	}
 	if req.DryRun {
 		return writeJSON(w, http.StatusOK, api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, From: g.Release})
 	}
-	d, err := s.launch(ctx, p, rec, hosts, 0, "rollback to "+label(rel.Number))
+	d, err := s.orch.Launch(ctx, rec, hosts, p.who(), 0, "rollback to "+label(rel.Number))
 	if err != nil {
 		return err
 	}

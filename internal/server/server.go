@@ -1,8 +1,9 @@
 // Package server is ferry's control server: the HTTP/JSON API of package
 // api, token auth, the artifact upload and download path, agents' blocking
-// desired-state queries and reports, and the orchestrator that rolls a
-// release out to a group in health-gated batches under a lock, rolling back
-// on failure. All of its state lives in a state.Store, so a restarted server
+// desired-state queries and reports. What to deploy and who may is decided
+// here; the rollout itself (batches, health verdicts, rollback, locks,
+// leadership) is package orchestrator's. All of its state lives in a
+// state.Store, read and written through package repo, so a restarted server
 // carries on where the last one stopped.
 package server
 
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
 	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
@@ -109,13 +112,13 @@ type Server struct {
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
 
-	mu       sync.Mutex
-	leadCtx  context.Context   // while this server leads; nil otherwise
-	running  map[string]bool   // deployments with a live rollout goroutine
-	adopting map[string]bool   // deployments whose lock is being taken over
-	letGo    map[string]func() // releases a live rollout's lock, by deployment
-	wg       sync.WaitGroup
+	orch *orchestrator.Orchestrator
+	wg   sync.WaitGroup
 }
+
+// Leader elects the one server that drives rollouts when several share
+// one state: see orchestrator.Leader.
+type Leader = orchestrator.Leader
 
 // New opens the state and artifact stores, makes the TLS certificate if it
 // must, creates the admin token on first start and listens. Serving starts
@@ -130,7 +133,7 @@ func New(cfg Config) (s *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
+	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store}
 	s = srv
 	defer func() {
 		// srv, not s: a failing return has set s to nil.
@@ -188,6 +191,10 @@ func New(cfg Config) (s *Server, err error) {
 	if err := s.repo.Upgrade(context.Background()); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.orch = orchestrator.New(orchestrator.Config{
+		Repo: s.repo, Logger: s.log, HostLostAfter: cfg.HostLostAfter, Leader: cfg.Leader, Heard: s.heardAt,
+		Audit: func(ctx context.Context, ev api.AuditEvent) { s.audit(ctx, nil, ev) },
+	})
 	s.desiredMirror = newMirror(s.st, prefixDesired)
 	s.reportW = newReportWriter(s.repo)
 	s.logHub = newLogHub()
@@ -279,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		s.orchestrate(ctx)
+		s.orch.Run(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

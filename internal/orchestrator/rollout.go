@@ -1,10 +1,8 @@
-package server
+package orchestrator
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -31,38 +29,38 @@ type rolloutFailed struct{ msgs []string }
 func (e *rolloutFailed) Error() string { return strings.Join(e.msgs, "; ") }
 
 // start runs deployment id's rollout in the background, holding l.
-func (s *Server) start(id string, l *lock) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.running[id] || s.leadCtx == nil {
+func (o *Orchestrator) start(id string, l *lock) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.running[id] || o.leadCtx == nil {
 		// Not leading: the leader adopts the deployment, taking over its
 		// lock, as soon as it sees the record.
 		return
 	}
-	s.running[id] = true
-	ctx := s.leadCtx
-	s.wg.Add(1)
+	o.running[id] = true
+	ctx := o.leadCtx
+	o.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer o.wg.Done()
 		defer func() {
-			s.mu.Lock()
-			delete(s.running, id)
-			s.mu.Unlock()
+			o.mu.Lock()
+			delete(o.running, id)
+			o.mu.Unlock()
 		}()
-		s.rollout(ctx, id, l)
+		o.rollout(ctx, id, l)
 	}()
 }
 
 // resume adopts every deployment left running (by a stopped server, or a
 // leader that died) and returns the revision of the listing.
-func (s *Server) resume(ctx context.Context) (int64, error) {
-	recs, rev, err := s.repo.AllDeployments(ctx)
+func (o *Orchestrator) resume(ctx context.Context) (int64, error) {
+	recs, rev, err := o.repo.AllDeployments(ctx)
 	if err != nil {
 		return 0, err
 	}
 	for _, rec := range recs {
 		if runnable(rec) {
-			s.adopt(ctx, rec)
+			o.adopt(ctx, rec)
 		}
 	}
 	return rev, nil
@@ -71,99 +69,99 @@ func (s *Server) resume(ctx context.Context) (int64, error) {
 // adopt drives rec unless this server already does: it takes over the
 // deployment's lock (still held by whoever created the deployment, or by a
 // leader that died) and starts the rollout.
-func (s *Server) adopt(ctx context.Context, rec repo.Deployment) {
-	s.mu.Lock()
-	if s.running[rec.ID] || s.adopting[rec.ID] {
-		s.mu.Unlock()
+func (o *Orchestrator) adopt(ctx context.Context, rec repo.Deployment) {
+	o.mu.Lock()
+	if o.running[rec.ID] || o.adopting[rec.ID] {
+		o.mu.Unlock()
 		return
 	}
-	s.adopting[rec.ID] = true
-	s.mu.Unlock()
-	s.log.Info("adopting rollout", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group)
-	s.wg.Add(1)
+	o.adopting[rec.ID] = true
+	o.mu.Unlock()
+	o.log.Info("adopting rollout", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group)
+	o.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer o.wg.Done()
 		defer func() {
-			s.mu.Lock()
-			delete(s.adopting, rec.ID)
-			s.mu.Unlock()
+			o.mu.Lock()
+			delete(o.adopting, rec.ID)
+			o.mu.Unlock()
 		}()
 		// A watch event may be older than the record: read it again
 		// before taking the lock, and after, since a driver that just
 		// finished it lets go of the lock before it records the end.
 		stillRunnable := func() bool {
-			cur, err := s.repo.Deployment(ctx, rec.ID)
+			cur, err := o.repo.Deployment(ctx, rec.ID)
 			return err == nil && runnable(cur)
 		}
 		if !stillRunnable() {
 			return
 		}
 		lr := repo.Lock{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: rec.By, Reason: "deploy " + label(rec.Release), Since: time.Now().UTC()}, Deployment: rec.ID}
-		l, err := s.acquireLock(ctx, lr, lockTTL+5*time.Second)
+		l, err := o.acquireLock(ctx, lr, lockTTL+5*time.Second)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			rec.Error = "could not resume: " + err.Error()
-			s.finish(ctx, &rec, api.DeployFailed, "failed")
+			o.finish(ctx, &rec, api.DeployFailed, "failed")
 			return
 		}
-		s.mu.Lock()
-		running := s.running[rec.ID]
-		s.mu.Unlock()
+		o.mu.Lock()
+		running := o.running[rec.ID]
+		o.mu.Unlock()
 		if !running && !stillRunnable() {
-			s.release(ctx, l)
+			o.release(ctx, l)
 			return
 		}
-		s.start(rec.ID, l) // marks it running before adopting is cleared
+		o.start(rec.ID, l) // marks it running before adopting is cleared
 	}()
 }
 
 // rollout drives deployment id to its end and lets go of its lock. When
 // ctx ends (the server stops) it leaves the deployment running, for the
 // next server to resume.
-func (s *Server) rollout(ctx context.Context, id string, l *lock) {
+func (o *Orchestrator) rollout(ctx context.Context, id string, l *lock) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	kctx, stopKeep := context.WithCancel(ctx)
-	go s.keep(kctx, l, func() { cancel(errLockLost) })
+	go o.keep(kctx, l, func() { cancel(errLockLost) })
 	// finish lets go of the lock before it records the end, so whoever
 	// sees the deployment ended can deploy again at once.
 	var once sync.Once
-	s.mu.Lock()
-	s.letGo[id] = func() { once.Do(func() { stopKeep(); s.release(ctx, l) }) }
-	s.mu.Unlock()
+	o.mu.Lock()
+	o.letGo[id] = func() { once.Do(func() { stopKeep(); o.release(ctx, l) }) }
+	o.mu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		delete(s.letGo, id)
-		s.mu.Unlock()
+		o.mu.Lock()
+		delete(o.letGo, id)
+		o.mu.Unlock()
 	}()
-	rec, err := s.repo.Deployment(ctx, id)
+	rec, err := o.repo.Deployment(ctx, id)
 	if err != nil {
-		s.log.Error("rollout", logDeployment, id, logErr, err)
+		o.log.Error("rollout", logDeployment, id, logErr, err)
 		return
 	}
-	err = s.drive(ctx, &rec)
+	err = o.drive(ctx, &rec)
 	if errors.Is(context.Cause(ctx), errLockLost) {
 		fctx := context.WithoutCancel(ctx)
 		rec.Error = errLockLost.Error()
-		s.finish(fctx, &rec, api.DeployFailed, "failed")
+		o.finish(fctx, &rec, api.DeployFailed, "failed")
 		return
 	}
 	if ctx.Err() != nil {
 		return
 	}
 	if err != nil {
-		s.log.Error("rollout", logDeployment, id, logErr, err)
+		o.log.Error("rollout", logDeployment, id, logErr, err)
 	}
-	s.letGoOf(id)
+	o.letGoOf(id)
 }
 
 // letGoOf releases the lock of deployment id's rollout, if it holds one.
-func (s *Server) letGoOf(id string) {
-	s.mu.Lock()
-	f := s.letGo[id]
-	s.mu.Unlock()
+func (o *Orchestrator) letGoOf(id string) {
+	o.mu.Lock()
+	f := o.letGo[id]
+	o.mu.Unlock()
 	if f != nil {
 		f()
 	}
@@ -171,9 +169,9 @@ func (s *Server) letGoOf(id string) {
 
 // drive runs rec's batches and, when one fails and rec rolls back
 // automatically, its rollback; it records the outcome.
-func (s *Server) drive(ctx context.Context, rec *repo.Deployment) error {
+func (o *Orchestrator) drive(ctx context.Context, rec *repo.Deployment) error {
 	if rec.Child == "" {
-		err := s.batches(ctx, rec)
+		err := o.batches(ctx, rec)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -181,31 +179,31 @@ func (s *Server) drive(ctx context.Context, rec *repo.Deployment) error {
 		if !errors.As(err, &failed) {
 			if err != nil {
 				rec.Error = err.Error()
-				return s.finish(ctx, rec, api.DeployFailed, "failed")
+				return o.finish(ctx, rec, api.DeployFailed, "failed")
 			}
-			return s.succeed(ctx, rec)
+			return o.succeed(ctx, rec)
 		}
 		rec.Error = err.Error()
-		s.log.Warn("rollout failed", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, logErr, err)
+		o.log.Warn("rollout failed", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, logErr, err)
 		if !rec.AutoRollback || rec.Auto {
-			return s.finish(ctx, rec, api.DeployFailed, "failed")
+			return o.finish(ctx, rec, api.DeployFailed, "failed")
 		}
-		if err := s.startRollback(ctx, rec); err != nil {
+		if err := o.startRollback(ctx, rec); err != nil {
 			return err
 		}
 	}
-	child, err := s.repo.Deployment(ctx, rec.Child)
+	child, err := o.repo.Deployment(ctx, rec.Child)
 	if err != nil {
 		return err
 	}
 	if child.State == api.DeployRunning {
-		if err := s.drive(ctx, &child); err != nil {
+		if err := o.drive(ctx, &child); err != nil {
 			return err
 		}
 	}
 	if child.State != api.DeploySucceeded {
 		rec.Error += "; rolling back failed: " + child.Error
-		return s.finish(ctx, rec, api.DeployFailed, "failed")
+		return o.finish(ctx, rec, api.DeployFailed, "failed")
 	}
 	for h, hr := range rec.Hosts {
 		if hr.State == hostHealthy || hr.State == hostDeploying {
@@ -213,12 +211,12 @@ func (s *Server) drive(ctx context.Context, rec *repo.Deployment) error {
 			rec.Hosts[h] = hr
 		}
 	}
-	return s.finish(ctx, rec, api.DeployRolledBack, "rolled-back")
+	return o.finish(ctx, rec, api.DeployRolledBack, "rolled-back")
 }
 
 // startRollback records the automatic rollback of rec: every host rec
 // touched goes back to rec.From, in batches of the same size.
-func (s *Server) startRollback(ctx context.Context, rec *repo.Deployment) error {
+func (o *Orchestrator) startRollback(ctx context.Context, rec *repo.Deployment) error {
 	child := repo.Deployment{Auto: true, Deployment: api.Deployment{
 		ID: newDeployID(), App: rec.App, Group: rec.Group, Release: rec.From, From: rec.Release,
 		Strategy: rec.Strategy, Batch: rec.Batch, HealthTimeout: rec.HealthTimeout,
@@ -228,7 +226,7 @@ func (s *Server) startRollback(ctx context.Context, rec *repo.Deployment) error 
 		child.Strategy = api.StrategyRolling
 	}
 	if rec.From != 0 {
-		rel, found, err := s.repo.Release(ctx, rec.App, rec.From)
+		rel, found, err := o.repo.Release(ctx, rec.App, rec.From)
 		if err != nil {
 			return err
 		}
@@ -245,16 +243,16 @@ func (s *Server) startRollback(ctx context.Context, rec *repo.Deployment) error 
 	}
 	slices.Sort(touched)
 	plan(&child.Deployment, touched)
-	if err := s.repo.CreateDeployment(ctx, child); err != nil {
+	if err := o.repo.CreateDeployment(ctx, child); err != nil {
 		return err
 	}
 	rec.Child = child.ID
-	return s.save(ctx, rec)
+	return o.save(ctx, rec)
 }
 
 // batches rolls rec out batch by batch, skipping hosts already healthy
 // (a resumed rollout), until done or a host fails.
-func (s *Server) batches(ctx context.Context, rec *repo.Deployment) error {
+func (o *Orchestrator) batches(ctx context.Context, rec *repo.Deployment) error {
 	last := 0
 	for _, hr := range rec.Hosts {
 		last = max(last, hr.Batch)
@@ -262,7 +260,7 @@ func (s *Server) batches(ctx context.Context, rec *repo.Deployment) error {
 	target := repo.DesiredEntry{Release: rec.Release, SHA256: rec.SHA256, Group: rec.Group}
 	for b := 0; b <= last; b++ {
 		if rec.Strategy == api.StrategyCanary && b == 1 {
-			if err := s.waitPromote(ctx, rec); err != nil {
+			if err := o.waitPromote(ctx, rec); err != nil {
 				return err
 			}
 		}
@@ -277,14 +275,14 @@ func (s *Server) batches(ctx context.Context, rec *repo.Deployment) error {
 		if len(hosts) == 0 {
 			continue
 		}
-		if err := s.save(ctx, rec); err != nil {
+		if err := o.save(ctx, rec); err != nil {
 			return err
 		}
 		since := time.Now().UTC()
-		if err := s.repo.SetDesiredMany(ctx, hosts, rec.App, target); err != nil {
+		if err := o.repo.SetDesiredMany(ctx, hosts, rec.App, target); err != nil {
 			return err
 		}
-		if err := s.waitHealthy(ctx, rec, hosts, since); err != nil {
+		if err := o.waitHealthy(ctx, rec, hosts, since); err != nil {
 			return err
 		}
 	}
@@ -292,21 +290,21 @@ func (s *Server) batches(ctx context.Context, rec *repo.Deployment) error {
 }
 
 // waitPromote parks a canary deployment until someone promotes it.
-func (s *Server) waitPromote(ctx context.Context, rec *repo.Deployment) error {
+func (o *Orchestrator) waitPromote(ctx context.Context, rec *repo.Deployment) error {
 	if rec.Promoted {
 		return nil
 	}
 	rec.State = api.DeployWaiting
-	if err := s.save(ctx, rec); err != nil {
+	if err := o.save(ctx, rec); err != nil {
 		return err
 	}
-	key, err := s.repo.DeploymentKey(ctx, rec.ID)
+	key, err := o.repo.DeploymentKey(ctx, rec.ID)
 	if err != nil {
 		return err
 	}
 	var index int64
 	for !rec.Promoted {
-		val, idx, err := s.waitKey(ctx, key, index, time.Minute)
+		val, idx, err := o.repo.Wait(ctx, key, index, time.Minute)
 		if err != nil {
 			return err
 		}
@@ -317,18 +315,18 @@ func (s *Server) waitPromote(ctx context.Context, rec *repo.Deployment) error {
 		rec.Promoted, index = cur.Promoted, idx
 	}
 	rec.State = api.DeployRunning
-	return s.save(ctx, rec)
+	return o.save(ctx, rec)
 }
 
 // waitHealthy waits until every one of hosts reports rec's release
 // running and healthy, or one fails: rejected by its agent, lost, or not
-// healthy within the health timeout.
-// Only reports received after since count, for success and failure alike.
-func (s *Server) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []string, since time.Time) error {
+// healthy within the health timeout (see Verdict). Only reports received
+// after since count, for success and failure alike.
+func (o *Orchestrator) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []string, since time.Time) error {
 	deadline := time.Now().Add(rec.HealthTimeout)
 	known := map[string]repo.Host{}
 	for _, name := range hosts {
-		h, _, err := s.repo.Host(ctx, name)
+		h, _, err := o.repo.Host(ctx, name)
 		switch {
 		case err == nil:
 			known[name] = h
@@ -346,60 +344,44 @@ func (s *Server) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []
 				waiting = append(waiting, h)
 			}
 		}
-		reps, rev, err := s.repo.HostReports(ctx, waiting)
+		reps, rev, err := o.repo.HostReports(ctx, waiting)
 		if err != nil {
 			return err
 		}
 		if events == nil {
-			events = s.nudges(wctx, prefixReports, rev)
+			events = o.nudges(wctx, repo.PrefixReports, rev)
 		}
 		var failed []string
-		pending, changed := 0, false
-		for _, h := range hosts {
+		changed, now := false, time.Now()
+		for _, h := range waiting {
 			hr := rec.Hosts[h]
-			if hr.State != hostDeploying {
+			rr, reported := reps[h]
+			v := Verdict(Check{
+				Release: rec.Release, SHA256: rec.SHA256, HealthTimeout: rec.HealthTimeout,
+				BatchStart: since, Deadline: deadline, HostLostAfter: o.cfg.HostLostAfter,
+				Reported: reported, ReportedAt: rr.LastSeen, App: rr.State.Apps[rec.App],
+				LastSeen: o.lastSeen(known[h], rr, reported), Now: now,
+			})
+			switch v.State {
+			case hostHealthy:
+				hr.State = hostHealthy
+			case hostFailed:
+				hr.State, hr.Error = hostFailed, v.Error
+				failed = append(failed, h+": "+v.Error)
+			default:
 				continue
 			}
-			rr, reported := reps[h]
-			ok, why := check(rec, rr.State.Apps[rec.App], reported)
-			// A report from before this batch judges nothing, either way:
-			// it may show the release a dead agent was asked to run, or a
-			// refusal the host has since got over (a release signed after
-			// it was refused, a rollback to what the host still runs).
-			stale := reported && rr.LastSeen.Before(since)
-			if stale {
-				ok, why = false, ""
-			}
-			seen := s.lastSeen(known[h], reps)
-			switch {
-			case ok:
-				hr.State = hostHealthy
-			case why == "" && time.Since(seen) > s.cfg.HostLostAfter:
-				why = fmt.Sprintf("host lost: no report since %s", seen.Format(time.RFC3339))
-			case why == "" && time.Now().After(deadline) && stale:
-				why = fmt.Sprintf("release %s not confirmed within %s: no report since %s", label(rec.Release), rec.HealthTimeout, rr.LastSeen.Format(time.RFC3339))
-			case why == "" && time.Now().After(deadline):
-				why = fmt.Sprintf("release %s not running healthy after %s%s", label(rec.Release), rec.HealthTimeout, progress(rr.State.Apps[rec.App]))
-			}
-			if why != "" {
-				hr.State, hr.Error = hostFailed, why
-				failed = append(failed, h+": "+why)
-			}
-			if hr.State == hostDeploying {
-				pending++
-			} else {
-				rec.Hosts[h], changed = hr, true
-			}
+			rec.Hosts[h], changed = hr, true
 		}
 		if changed {
-			if err := s.save(ctx, rec); err != nil {
+			if err := o.save(ctx, rec); err != nil {
 				return err
 			}
 		}
 		if len(failed) > 0 {
 			return &rolloutFailed{msgs: failed}
 		}
-		if pending == 0 {
+		if !slices.ContainsFunc(waiting, func(h string) bool { return rec.Hosts[h].State == hostDeploying }) {
 			return nil
 		}
 		select {
@@ -414,11 +396,25 @@ func (s *Server) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []
 	}
 }
 
+// lastSeen is when host h last reported, or joined if it never did: its
+// stored report's time, or a later report this server received that is
+// not stored yet (its store is slow; the host is not).
+func (o *Orchestrator) lastSeen(h repo.Host, rr repo.Report, reported bool) time.Time {
+	seen := h.Joined
+	if reported && rr.LastSeen.After(seen) {
+		seen = rr.LastSeen
+	}
+	if t, ok := o.cfg.Heard(h.Name); ok && t.After(seen) {
+		seen = t
+	}
+	return seen
+}
+
 // nudges sends on its channel whenever a key under prefix changes after
 // rev, and closes it when the watch ends.
-func (s *Server) nudges(ctx context.Context, prefix string, rev int64) <-chan struct{} {
+func (o *Orchestrator) nudges(ctx context.Context, prefix string, rev int64) <-chan struct{} {
 	c := make(chan struct{}, 1)
-	w, err := s.repo.Store().Watch(ctx, prefix, rev)
+	w, err := o.repo.Store().Watch(ctx, prefix, rev)
 	if err != nil {
 		close(c)
 		return c
@@ -433,70 +429,4 @@ func (s *Server) nudges(ctx context.Context, prefix string, rev int64) <-chan st
 		}
 	}()
 	return c
-}
-
-// check says whether a host's report of the app shows rec's release
-// running with every process healthy, or why it failed there. Neither (ok
-// false, why "") means not yet.
-func check(rec *repo.Deployment, as *api.AppStatus, reported bool) (ok bool, why string) {
-	if rec.Release == 0 { // the app is being removed
-		return reported && (as == nil || as.State == ferry.AppStopped), ""
-	}
-	if as == nil {
-		return false, ""
-	}
-	want := label(rec.Release)
-	if rj := as.Rejected; rj != nil && (rj.Number == rec.Release || (rj.Number == 0 && rj.SHA256 == rec.SHA256)) {
-		return false, "release " + want + ": " + failureText(as, "rejected by the agent")
-	}
-	if as.Number != rec.Release && (as.Number != 0 || as.SHA256 != rec.SHA256) {
-		return false, ""
-	}
-	switch as.State {
-	case ferry.AppFailed:
-		return false, "release " + want + ": " + failureText(as, "failed")
-	case ferry.AppRunning:
-	default:
-		return false, ""
-	}
-	for _, p := range as.Processes {
-		if p.Health != ferry.Healthy {
-			return false, ""
-		}
-	}
-	return true, ""
-}
-
-// failureText is what the agent said went wrong, without its own name for
-// the release (the server names it): the Failure's message, or def.
-func failureText(as *api.AppStatus, def string) string {
-	switch {
-	case as.Failure != nil && as.Failure.Message != "":
-		msg := as.Failure.Message
-		if as.Failure.RolledBackTo != "" {
-			msg += "; rolled back to " + as.Failure.RolledBackTo
-		}
-		return msg
-	case as.Error != "":
-		return as.Error
-	}
-	return def
-}
-
-// progress describes what a host last said about the app.
-func progress(as *api.AppStatus) string {
-	if as == nil {
-		return " (the host has not reported the app)"
-	}
-	var bad []string
-	for _, p := range as.Processes {
-		if p.Health != ferry.Healthy {
-			bad = append(bad, fmt.Sprintf("%s.%d is %s", p.Process, p.Instance, cmp.Or(string(p.Health), "unknown")))
-		}
-	}
-	s := fmt.Sprintf(" (the host reports %s %s", cmp.Or(as.Label, as.Release), as.State)
-	if len(bad) > 0 {
-		s += ": " + strings.Join(bad, ", ")
-	}
-	return s + ")"
 }

@@ -1,4 +1,4 @@
-package server
+package orchestrator
 
 import (
 	"context"
@@ -20,57 +20,57 @@ type Leader interface {
 // orchestrate drives rollouts while this server leads: it resumes the
 // deployments left running, then takes on each new one as its record
 // appears. Without a Config.Leader the server always leads.
-func (s *Server) orchestrate(ctx context.Context) {
+func (o *Orchestrator) orchestrate(ctx context.Context) {
 	for ctx.Err() == nil {
 		lctx := ctx
-		if s.cfg.Leader != nil {
+		if o.cfg.Leader != nil {
 			var err error
-			if lctx, err = s.cfg.Leader.Lead(ctx); err != nil {
+			if lctx, err = o.cfg.Leader.Lead(ctx); err != nil {
 				if ctx.Err() == nil {
-					s.log.Warn("campaign for leadership", logErr, err)
+					o.log.Warn("campaign for leadership", logErr, err)
 					sleep(ctx, time.Second)
 				}
 				continue
 			}
-			s.log.Info("leading: this server drives rollouts")
+			o.log.Info("leading: this server drives rollouts")
 		}
-		s.mu.Lock()
-		s.leadCtx = lctx
-		s.mu.Unlock()
-		s.lead(lctx)
-		s.mu.Lock()
-		s.leadCtx = nil
-		s.mu.Unlock()
+		o.mu.Lock()
+		o.leadCtx = lctx
+		o.mu.Unlock()
+		o.lead(lctx)
+		o.mu.Lock()
+		o.leadCtx = nil
+		o.mu.Unlock()
 		if ctx.Err() == nil {
-			s.log.Warn("no longer leading: another server drives rollouts")
+			o.log.Warn("no longer leading: another server drives rollouts")
 		}
 	}
 }
 
 // lead adopts running deployments until ctx ends: those listed now, then
 // each one a watch reports, listing again whenever the watch breaks.
-func (s *Server) lead(ctx context.Context) {
+func (o *Orchestrator) lead(ctx context.Context) {
 	for ctx.Err() == nil {
-		rev, err := s.resume(ctx)
+		rev, err := o.resume(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("resume rollouts", logErr, err)
+				o.log.Error("resume rollouts", logErr, err)
 				sleep(ctx, time.Second)
 			}
 			continue
 		}
-		w, err := s.st.Watch(ctx, repo.PrefixDeploys, rev)
+		w, err := o.st.Watch(ctx, repo.PrefixDeploys, rev)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
 		}
 		for ev := range w.C {
 			var rec repo.Deployment
-			if ev.Type != "put" || unmarshal(ev.KV, &rec) != nil {
+			if ev.Type != "put" || repo.Unmarshal(ev.KV, &rec) != nil {
 				continue
 			}
 			if runnable(rec) {
-				s.adopt(ctx, rec)
+				o.adopt(ctx, rec)
 			}
 		}
 	}
