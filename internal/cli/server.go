@@ -3,12 +3,12 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ferrydeploy/ferry/internal/server"
-	"github.com/ferrydeploy/ferry/internal/store/blob"
 )
 
 func newServer(env Env) *cobra.Command {
@@ -93,32 +93,31 @@ or reach the server through a proxy.`,
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
-			if stateURL != "" {
-				st, es, err := openState(cmd.Context(), stateURL, ef)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				cfg.State = st
-				if es != nil {
-					cfg.Leader = es.Election("rollouts", campaignerID())
-				}
+			if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+				return fmt.Errorf("server: %w", err)
 			}
-			if storeURL != "" {
-				bs, err := blob.Open(cmd.Context(), storeURL)
-				if err != nil {
-					return err
-				}
-				defer bs.Close()
-				cfg.Store = bs
+			st, es, err := openServerState(cmd.Context(), stateURL, ef, cfg.Data)
+			if err != nil {
+				return err
 			}
+			defer st.Close()
+			cfg.State = st
+			if es != nil {
+				cfg.Leader = es.Election("rollouts", campaignerID())
+			}
+			bs, closeStore, err := openServerStore(cmd.Context(), storeURL, cfg.Data)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			cfg.Store = bs
 			if direct {
 				if signedTTL <= 0 {
 					return usageError{fmt.Errorf("--signed-url-ttl must be positive")}
 				}
 				cfg.DirectDownload = signedTTL
 			}
-			srv, err := server.New(cfg)
+			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}

@@ -26,13 +26,12 @@ import (
 	"github.com/ferrydeploy/ferry/internal/orchestrator"
 	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
-	"github.com/ferrydeploy/ferry/internal/state/bolt"
 	"github.com/ferrydeploy/ferry/internal/store"
-	"github.com/ferrydeploy/ferry/internal/store/dir"
 	"github.com/ferrydeploy/ferry/internal/tlsca"
 )
 
-// Files under Config.Data; see DESIGN.md, "Server files".
+// Files under Config.Data; see DESIGN.md, "Server files". The state and
+// artifact files are where the cli opens its default stores.
 const (
 	StateFile      = "state.db"
 	ArtifactsDir   = "artifacts"
@@ -49,8 +48,9 @@ const (
 	logErr        = "err"
 )
 
-// Config configures a Server. Data is required unless State, Store and a
-// TLS certificate are all given.
+// Config configures a Server. State and Store are required: the server
+// opens no store of its own (the cli wires bolt or etcd, a directory or a
+// bucket). Data is required unless a TLS certificate is given.
 type Config struct {
 	Data      string // directory of state.db, artifacts/, tls/, admin.token
 	Listen    string // default ":7400"
@@ -58,7 +58,7 @@ type Config struct {
 	// TLSCert and TLSKey are the operator's own certificate; without them
 	// the server makes its own CA under Data/tls.
 	TLSCert, TLSKey string
-	State           state.Store // default: bolt at Data/state.db (closed by Run)
+	State           state.Store // the caller opens and closes it
 	// Leader elects the one server that drives rollouts when several share
 	// State (etcd); nil means this server is the only one.
 	Leader Leader
@@ -66,7 +66,7 @@ type Config struct {
 	// (default Data/secrets.key, made on first start; $FERRY_SECRETS_KEY
 	// overrides both). Servers sharing one state need the same key.
 	SecretsKeyFile string
-	Store          store.Store   // default: directory Data/artifacts
+	Store          store.Store   // where artifacts are kept
 	HostLostAfter  time.Duration // default 30s
 	// DirectDownload, when set, sends agents to the store itself for
 	// artifacts, with URLs signed for this long, so the server does not
@@ -96,7 +96,6 @@ type Server struct {
 	repo       *repo.Repo
 	blobs      store.Store
 	signer     URLSigner // the store, when agents download from it directly
-	ownsState  bool
 	ln         net.Listener
 	tls        *tls.Config
 	url        string
@@ -120,10 +119,10 @@ type Server struct {
 // one state: see orchestrator.Leader.
 type Leader = orchestrator.Leader
 
-// New opens the state and artifact stores, makes the TLS certificate if it
-// must, creates the admin token on first start and listens. Serving starts
-// with Run.
-func New(cfg Config) (s *Server, err error) {
+// New checks the state (upgrading the layout an older server left), makes
+// the TLS certificate if it must, creates the admin token on first start
+// and listens. Serving starts with Run.
+func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":7400"
 	}
@@ -141,26 +140,17 @@ func New(cfg Config) (s *Server, err error) {
 			srv.close()
 		}
 	}()
-	if cfg.Data != "" {
+	switch {
+	case cfg.State == nil:
+		return nil, ferry.Errorf(ferry.EINVALID, "server: no state store given")
+	case cfg.Store == nil:
+		return nil, ferry.Errorf(ferry.EINVALID, "server: no artifact store given")
+	case cfg.Data != "":
 		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
-	} else if cfg.State == nil || cfg.Store == nil || cfg.TLSCert == "" {
+	case cfg.TLSCert == "":
 		return nil, ferry.Errorf(ferry.EINVALID, "server: no data directory given")
-	}
-	if s.st == nil {
-		st, err := bolt.Open(filepath.Join(cfg.Data, StateFile), bolt.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-		s.st, s.ownsState = st, true
-	}
-	if s.blobs == nil {
-		b, err := dir.New(filepath.Join(cfg.Data, ArtifactsDir))
-		if err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-		s.blobs = b
 	}
 	s.repo = repo.New(s.st)
 	if cfg.DirectDownload > 0 {
@@ -182,13 +172,13 @@ func New(cfg Config) (s *Server, err error) {
 	if s.sealer, err = loadSealer(cfg.SecretsKeyFile, cfg.Data); err != nil {
 		return nil, err
 	}
-	if err := s.bootstrap(context.Background()); err != nil {
+	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.checkSealer(context.Background()); err != nil {
+	if err := s.checkSealer(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.repo.Upgrade(context.Background()); err != nil {
+	if err := s.repo.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.orch = orchestrator.New(orchestrator.Config{
@@ -259,7 +249,7 @@ func (s *Server) AdminToken() string { return s.adminToken }
 
 // Run serves until ctx is done, resuming the rollouts a previous server
 // left running. Rollouts stop with ctx and are resumed by the next Run on
-// the same state. Run closes the state store it opened.
+// the same state. The stores stay open: their opener closes them after.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -321,9 +311,5 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) close() {
 	if s.ln != nil {
 		s.ln.Close()
-	}
-	if s.ownsState && s.st != nil {
-		s.st.Close()
-		s.ownsState = false
 	}
 }
