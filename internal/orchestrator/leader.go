@@ -19,7 +19,8 @@ type Leader interface {
 
 // orchestrate drives rollouts while this server leads: it resumes the
 // deployments left running, then takes on each new one as its record
-// appears. Without a Config.Leader the server always leads.
+// appears; and it prunes the history (see Retention). Without a
+// Config.Leader the server always leads.
 func (o *Orchestrator) orchestrate(ctx context.Context) {
 	for ctx.Err() == nil {
 		lctx := ctx
@@ -37,7 +38,14 @@ func (o *Orchestrator) orchestrate(ctx context.Context) {
 		o.mu.Lock()
 		o.leadCtx = lctx
 		o.mu.Unlock()
+		pctx, stopPruning := context.WithCancel(lctx)
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.pruneLoop(pctx)
+		}()
 		o.lead(lctx)
+		stopPruning()
 		o.mu.Lock()
 		o.leadCtx = nil
 		o.mu.Unlock()

@@ -53,6 +53,8 @@ type Config struct {
 	// Audit records what the orchestrator does by itself (a deployment's
 	// end); nil records nothing.
 	Audit func(ctx context.Context, ev api.AuditEvent)
+	// Retention bounds the deployments and audit events kept.
+	Retention Retention
 }
 
 // Orchestrator drives deployments.
@@ -81,6 +83,7 @@ func New(cfg Config) *Orchestrator {
 	if cfg.Heard == nil {
 		cfg.Heard = func(string) (time.Time, bool) { return time.Time{}, false }
 	}
+	cfg.Retention = cfg.Retention.withDefaults()
 	if cfg.Audit == nil {
 		cfg.Audit = func(context.Context, api.AuditEvent) {}
 	}

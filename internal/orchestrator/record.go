@@ -45,6 +45,11 @@ func (o *Orchestrator) finish(ctx context.Context, rec *repo.Deployment, state, 
 	if err := o.save(ctx, rec); err != nil {
 		return err
 	}
+	if !rec.Auto {
+		if _, err := o.pruneDeployments(ctx, rec.App, rec.Group, time.Now()); err != nil {
+			o.log.Warn("prune deployments", logApp, rec.App, logGroup, rec.Group, logErr, err)
+		}
+	}
 	o.log.Info("deployment ended", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, "state", state, logErr, rec.Error)
 	o.audit(ctx, api.AuditEvent{Action: "deployment." + state, Target: "deployment/" + rec.ID, Detail: rec.Error, App: rec.App, Group: rec.Group})
 	return nil

@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/ferrydeploy/ferry/api"
 )
@@ -48,4 +51,36 @@ func (r *Repo) Audit(ctx context.Context, keep func(api.AuditEvent) bool, limit 
 		out = []api.AuditEvent{}
 	}
 	return out, nil
+}
+
+// auditTime is when the event under key happened, from the key alone.
+func auditTime(key string) (time.Time, bool) {
+	digits, _, ok := strings.Cut(strings.TrimPrefix(key, PrefixAudit), "-")
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// PruneAudit removes the events from before before, and the oldest beyond
+// the newest keep (keep 0: no count limit), and returns how many went. It
+// reads the events' keys, not their values.
+func (r *Repo) PruneAudit(ctx context.Context, before time.Time, keep int) (int, error) {
+	kvs, _, err := r.st.List(ctx, PrefixAudit)
+	if err != nil {
+		return 0, fmt.Errorf("audit: %w", err)
+	}
+	n := 0
+	for i, kv := range kvs { // oldest first
+		t, ok := auditTime(kv.Key)
+		if !(keep > 0 && len(kvs)-i > keep) && !(ok && t.Before(before)) {
+			break // every later key is newer and within the count
+		}
+		if err := r.st.Delete(ctx, kv.Key); err != nil {
+			return n, fmt.Errorf("audit: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }

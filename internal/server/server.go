@@ -68,6 +68,9 @@ type Config struct {
 	SecretsKeyFile string
 	Store          store.Store   // where artifacts are kept
 	HostLostAfter  time.Duration // default 30s
+	// Retention bounds the deployments and audit events the state keeps
+	// (zero values: orchestrator's defaults).
+	Retention orchestrator.Retention
 	// DirectDownload, when set, sends agents to the store itself for
 	// artifacts, with URLs signed for this long, so the server does not
 	// carry a big fleet's downloads. The store must sign URLs (URLSigner).
@@ -182,7 +185,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.orch = orchestrator.New(orchestrator.Config{
-		Repo: s.repo, Logger: s.log, HostLostAfter: cfg.HostLostAfter, Leader: cfg.Leader, Heard: s.heardAt,
+		Repo: s.repo, Logger: s.log, HostLostAfter: cfg.HostLostAfter, Leader: cfg.Leader, Heard: s.heardAt, Retention: cfg.Retention,
 		Audit: func(ctx context.Context, ev api.AuditEvent) { s.audit(ctx, nil, ev) },
 	})
 	s.desiredMirror = newMirror(s.st, prefixDesired)
