@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
@@ -87,7 +87,7 @@ func (o *Orchestrator) lead(ctx context.Context) {
 // runnable reports whether rec is a deployment the leader must drive.
 // Automatic rollbacks are driven by their parent.
 func runnable(rec repo.Deployment) bool {
-	return !rec.Auto && (rec.State == api.DeployRunning || rec.State == api.DeployWaiting)
+	return !rec.Auto && (rec.State == ferry.DeployRunning || rec.State == ferry.DeployWaiting)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -111,7 +111,7 @@ func (o *Orchestrator) audit(ctx context.Context, ev api.AuditEvent) {
 // starts its rollout. d has its plan checked (CheckPlan); Launch gives it
 // its id, batches and the release the group runs now.
 func (o *Orchestrator) Launch(ctx context.Context, d repo.Deployment, hosts []string, who string, waitLock time.Duration, reason string) (api.Deployment, error) {
-	d.ID, d.By, d.State = newDeployID(), who, api.DeployRunning
+	d.ID, d.By, d.State = newDeployID(), who, ferry.DeployRunning
 	l, err := o.acquireLock(ctx, repo.Lock{Lock: api.Lock{App: d.App, Group: d.Group, Owner: who, Reason: reason, Since: time.Now().UTC()}, Deployment: d.ID}, waitLock)
 	if err != nil {
 		return api.Deployment{}, err
@@ -127,7 +127,7 @@ func (o *Orchestrator) Launch(ctx context.Context, d repo.Deployment, hosts []st
 		o.release(ctx, l)
 		return api.Deployment{}, err
 	}
-	o.setOutcome(ctx, d.App, d.Release, "deploying")
+	o.setOutcome(ctx, d.App, d.Release, ferry.OutcomeDeploying)
 	o.start(d.ID, l)
 	return d.Deployment, nil
 }
@@ -142,7 +142,7 @@ func (o *Orchestrator) Promote(ctx context.Context, id string, allowed func(app,
 		switch {
 		case d.Strategy != api.StrategyCanary:
 			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s, not canary: nothing to promote", id, d.Strategy)
-		case d.State != api.DeployRunning && d.State != api.DeployWaiting:
+		case d.State != ferry.DeployRunning && d.State != ferry.DeployWaiting:
 			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s: nothing to promote", id, d.State)
 		case d.Promoted:
 			return repo.ErrSkip
@@ -153,7 +153,7 @@ func (o *Orchestrator) Promote(ctx context.Context, id string, allowed func(app,
 }
 
 // setOutcome records the outcome of a release's last deployment.
-func (o *Orchestrator) setOutcome(ctx context.Context, app string, n int, outcome string) {
+func (o *Orchestrator) setOutcome(ctx context.Context, app string, n int, outcome ferry.Outcome) {
 	if n == 0 {
 		return
 	}

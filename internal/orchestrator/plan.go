@@ -65,7 +65,7 @@ func plan(d *api.Deployment, hosts []string) {
 	if d.Strategy == api.StrategyCanary {
 		c := min(d.Canary, len(hosts))
 		for _, h := range hosts[:c] {
-			d.Hosts[h] = api.HostRollout{Batch: 0, State: hostPending}
+			d.Hosts[h] = api.HostRollout{Batch: 0, State: ferry.HostPending}
 		}
 		rest, first = hosts[c:], 1
 	}
@@ -73,6 +73,6 @@ func plan(d *api.Deployment, hosts []string) {
 		size = max(len(rest), 1)
 	}
 	for i, h := range rest {
-		d.Hosts[h] = api.HostRollout{Batch: first + i/size, State: hostPending}
+		d.Hosts[h] = api.HostRollout{Batch: first + i/size, State: ferry.HostPending}
 	}
 }

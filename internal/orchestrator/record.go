@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/repo"
 )
@@ -34,7 +35,7 @@ func (o *Orchestrator) save(ctx context.Context, rec *repo.Deployment) error {
 }
 
 // finish records rec's end.
-func (o *Orchestrator) finish(ctx context.Context, rec *repo.Deployment, state, outcome string) error {
+func (o *Orchestrator) finish(ctx context.Context, rec *repo.Deployment, state ferry.DeploymentState, outcome ferry.Outcome) error {
 	rec.State, rec.Ended = state, time.Now().UTC()
 	if !rec.Auto {
 		o.letGoOf(rec.ID)
@@ -51,7 +52,7 @@ func (o *Orchestrator) finish(ctx context.Context, rec *repo.Deployment, state, 
 		}
 	}
 	o.log.Info("deployment ended", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, "state", state, logErr, rec.Error)
-	o.audit(ctx, api.AuditEvent{Action: "deployment." + state, Target: "deployment/" + rec.ID, Detail: rec.Error, App: rec.App, Group: rec.Group})
+	o.audit(ctx, api.AuditEvent{Action: "deployment." + string(state), Target: "deployment/" + rec.ID, Detail: rec.Error, App: rec.App, Group: rec.Group})
 	return nil
 }
 
@@ -77,7 +78,7 @@ func (o *Orchestrator) succeed(ctx context.Context, rec *repo.Deployment) error 
 		}
 	}
 	if rec.Auto {
-		return o.finish(ctx, rec, api.DeploySucceeded, "")
+		return o.finish(ctx, rec, ferry.DeploySucceeded, ferry.OutcomeNone)
 	}
-	return o.finish(ctx, rec, api.DeploySucceeded, "healthy")
+	return o.finish(ctx, rec, ferry.DeploySucceeded, ferry.OutcomeHealthy)
 }

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
@@ -71,7 +70,7 @@ func (r Retention) expired(ds []repo.Deployment, now time.Time) []repo.Deploymen
 	nth := 0 // how many ended deployments are newer
 	for i := len(ds) - 1; i >= 0; i-- {
 		d := ds[i]
-		if !ferry.DeploymentState(d.State).Ended() {
+		if !d.State.Ended() {
 			continue
 		}
 		nth++

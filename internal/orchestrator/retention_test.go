@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
@@ -24,10 +25,10 @@ func TestPruneBoundsHistory(t *testing.T) {
 	r := repo.New(st)
 	ctx := t.Context()
 	now := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	mk := func(id, group, state string, age time.Duration) {
+	mk := func(id, group string, state ferry.DeploymentState, age time.Duration) {
 		t.Helper()
 		d := repo.Deployment{Deployment: api.Deployment{ID: id, App: "web", Group: group, State: state, Started: now.Add(-age)}}
-		if state != api.DeployRunning {
+		if state != ferry.DeployRunning {
 			d.Ended = d.Started.Add(time.Minute)
 		}
 		if err := r.CreateDeployment(ctx, d); err != nil {
@@ -36,13 +37,13 @@ func TestPruneBoundsHistory(t *testing.T) {
 	}
 	// prod: a year and a half of one deployment a day, and one still
 	// running from long ago (a canary waiting for its promotion).
-	mk("waiting", "prod", api.DeployWaiting, 600*24*time.Hour)
+	mk("waiting", "prod", ferry.DeployWaiting, 600*24*time.Hour)
 	for i := range 540 {
-		mk(fmt.Sprintf("p%03d", i), "prod", api.DeploySucceeded, time.Duration(i)*24*time.Hour)
+		mk(fmt.Sprintf("p%03d", i), "prod", ferry.DeploySucceeded, time.Duration(i)*24*time.Hour)
 	}
 	// staging: a dozen, all older than the age limit.
 	for i := range 12 {
-		mk(fmt.Sprintf("s%03d", i), "staging", api.DeployFailed, time.Duration(500+i)*24*time.Hour)
+		mk(fmt.Sprintf("s%03d", i), "staging", ferry.DeployFailed, time.Duration(500+i)*24*time.Hour)
 	}
 	for i := range 300 {
 		ev := api.AuditEvent{Time: now.Add(-time.Duration(i) * 24 * time.Hour), Action: fmt.Sprint(i)}

@@ -14,15 +14,6 @@ import (
 	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
-// Host rollout states.
-const (
-	hostPending    = "pending"
-	hostDeploying  = "deploying"
-	hostHealthy    = "healthy"
-	hostFailed     = "failed"
-	hostRolledBack = "rolled-back"
-)
-
 // rolloutFailed is why a rollout stopped: one message per failed host.
 type rolloutFailed struct{ msgs []string }
 
@@ -103,7 +94,7 @@ func (o *Orchestrator) adopt(ctx context.Context, rec repo.Deployment) {
 		}
 		if err != nil {
 			rec.Error = "could not resume: " + err.Error()
-			o.finish(ctx, &rec, api.DeployFailed, "failed")
+			o.finish(ctx, &rec, ferry.DeployFailed, ferry.OutcomeFailed)
 			return
 		}
 		o.mu.Lock()
@@ -145,7 +136,7 @@ func (o *Orchestrator) rollout(ctx context.Context, id string, l *lock) {
 	if errors.Is(context.Cause(ctx), errLockLost) {
 		fctx := context.WithoutCancel(ctx)
 		rec.Error = errLockLost.Error()
-		o.finish(fctx, &rec, api.DeployFailed, "failed")
+		o.finish(fctx, &rec, ferry.DeployFailed, ferry.OutcomeFailed)
 		return
 	}
 	if ctx.Err() != nil {
@@ -179,14 +170,14 @@ func (o *Orchestrator) drive(ctx context.Context, rec *repo.Deployment) error {
 		if !errors.As(err, &failed) {
 			if err != nil {
 				rec.Error = err.Error()
-				return o.finish(ctx, rec, api.DeployFailed, "failed")
+				return o.finish(ctx, rec, ferry.DeployFailed, ferry.OutcomeFailed)
 			}
 			return o.succeed(ctx, rec)
 		}
 		rec.Error = err.Error()
 		o.log.Warn("rollout failed", logDeployment, rec.ID, logApp, rec.App, logGroup, rec.Group, logErr, err)
 		if !rec.AutoRollback || rec.Auto {
-			return o.finish(ctx, rec, api.DeployFailed, "failed")
+			return o.finish(ctx, rec, ferry.DeployFailed, ferry.OutcomeFailed)
 		}
 		if err := o.startRollback(ctx, rec); err != nil {
 			return err
@@ -196,22 +187,22 @@ func (o *Orchestrator) drive(ctx context.Context, rec *repo.Deployment) error {
 	if err != nil {
 		return err
 	}
-	if child.State == api.DeployRunning {
+	if child.State == ferry.DeployRunning {
 		if err := o.drive(ctx, &child); err != nil {
 			return err
 		}
 	}
-	if child.State != api.DeploySucceeded {
+	if child.State != ferry.DeploySucceeded {
 		rec.Error += "; rolling back failed: " + child.Error
-		return o.finish(ctx, rec, api.DeployFailed, "failed")
+		return o.finish(ctx, rec, ferry.DeployFailed, ferry.OutcomeFailed)
 	}
 	for h, hr := range rec.Hosts {
-		if hr.State == hostHealthy || hr.State == hostDeploying {
-			hr.State = hostRolledBack
+		if hr.State == ferry.HostHealthy || hr.State == ferry.HostDeploying {
+			hr.State = ferry.HostRolledBack
 			rec.Hosts[h] = hr
 		}
 	}
-	return o.finish(ctx, rec, api.DeployRolledBack, "rolled-back")
+	return o.finish(ctx, rec, ferry.DeployRolledBack, ferry.OutcomeRolledBack)
 }
 
 // startRollback records the automatic rollback of rec: every host rec
@@ -220,7 +211,7 @@ func (o *Orchestrator) startRollback(ctx context.Context, rec *repo.Deployment) 
 	child := repo.Deployment{Auto: true, Deployment: api.Deployment{
 		ID: newDeployID(), App: rec.App, Group: rec.Group, Release: rec.From, From: rec.Release,
 		Strategy: rec.Strategy, Batch: rec.Batch, HealthTimeout: rec.HealthTimeout,
-		State: api.DeployRunning, RollbackOf: rec.ID, By: rec.By, Started: time.Now().UTC(),
+		State: ferry.DeployRunning, RollbackOf: rec.ID, By: rec.By, Started: time.Now().UTC(),
 	}}
 	if child.Strategy == api.StrategyCanary {
 		child.Strategy = api.StrategyRolling
@@ -237,7 +228,7 @@ func (o *Orchestrator) startRollback(ctx context.Context, rec *repo.Deployment) 
 	}
 	var touched []string
 	for h, hr := range rec.Hosts {
-		if hr.State != hostPending {
+		if hr.State != ferry.HostPending {
 			touched = append(touched, h)
 		}
 	}
@@ -266,8 +257,8 @@ func (o *Orchestrator) batches(ctx context.Context, rec *repo.Deployment) error 
 		}
 		var hosts []string
 		for _, h := range slices.Sorted(maps.Keys(rec.Hosts)) {
-			if hr := rec.Hosts[h]; hr.Batch == b && hr.State != hostHealthy {
-				hr.State = hostDeploying
+			if hr := rec.Hosts[h]; hr.Batch == b && hr.State != ferry.HostHealthy {
+				hr.State = ferry.HostDeploying
 				rec.Hosts[h] = hr
 				hosts = append(hosts, h)
 			}
@@ -294,7 +285,7 @@ func (o *Orchestrator) waitPromote(ctx context.Context, rec *repo.Deployment) er
 	if rec.Promoted {
 		return nil
 	}
-	rec.State = api.DeployWaiting
+	rec.State = ferry.DeployWaiting
 	if err := o.save(ctx, rec); err != nil {
 		return err
 	}
@@ -314,7 +305,7 @@ func (o *Orchestrator) waitPromote(ctx context.Context, rec *repo.Deployment) er
 		}
 		rec.Promoted, index = cur.Promoted, idx
 	}
-	rec.State = api.DeployRunning
+	rec.State = ferry.DeployRunning
 	return o.save(ctx, rec)
 }
 
@@ -340,7 +331,7 @@ func (o *Orchestrator) waitHealthy(ctx context.Context, rec *repo.Deployment, ho
 	for {
 		var waiting []string
 		for _, h := range hosts {
-			if rec.Hosts[h].State == hostDeploying {
+			if rec.Hosts[h].State == ferry.HostDeploying {
 				waiting = append(waiting, h)
 			}
 		}
@@ -363,10 +354,10 @@ func (o *Orchestrator) waitHealthy(ctx context.Context, rec *repo.Deployment, ho
 				LastSeen: o.lastSeen(known[h], rr, reported), Now: now,
 			})
 			switch v.State {
-			case hostHealthy:
-				hr.State = hostHealthy
-			case hostFailed:
-				hr.State, hr.Error = hostFailed, v.Error
+			case ferry.HostHealthy:
+				hr.State = ferry.HostHealthy
+			case ferry.HostFailed:
+				hr.State, hr.Error, hr.Failure = ferry.HostFailed, v.Error, v.Failure
 				failed = append(failed, h+": "+v.Error)
 			default:
 				continue
@@ -381,7 +372,7 @@ func (o *Orchestrator) waitHealthy(ctx context.Context, rec *repo.Deployment, ho
 		if len(failed) > 0 {
 			return &rolloutFailed{msgs: failed}
 		}
-		if !slices.ContainsFunc(waiting, func(h string) bool { return rec.Hosts[h].State == hostDeploying }) {
+		if !slices.ContainsFunc(waiting, func(h string) bool { return rec.Hosts[h].State == ferry.HostDeploying }) {
 			return nil
 		}
 		select {

@@ -32,11 +32,11 @@ type Check struct {
 	Now      time.Time
 }
 
-// Result is a host's verdict: State is hostHealthy, hostFailed (with
-// Error, and the agent's Failure when it reported one), or hostDeploying
+// Result is a host's verdict: State is ferry.HostHealthy, ferry.HostFailed (with
+// Error, and the agent's Failure when it reported one), or ferry.HostDeploying
 // while there is nothing to decide yet.
 type Result struct {
-	State   string
+	State   ferry.HostRolloutState
 	Error   string
 	Failure *ferry.Failure
 }
@@ -57,7 +57,7 @@ func Verdict(c Check) Result {
 	}
 	switch {
 	case ok:
-		return Result{State: hostHealthy}
+		return Result{State: ferry.HostHealthy}
 	case why == "" && c.Now.Sub(c.LastSeen) > c.HostLostAfter:
 		why = fmt.Sprintf("host lost: no report since %s", c.LastSeen.Format(time.RFC3339))
 	case why == "" && c.Now.After(c.Deadline) && stale:
@@ -66,9 +66,9 @@ func Verdict(c Check) Result {
 		why = fmt.Sprintf("release %s not running healthy after %s%s", label(c.Release), c.HealthTimeout, progress(c.App))
 	}
 	if why == "" {
-		return Result{State: hostDeploying}
+		return Result{State: ferry.HostDeploying}
 	}
-	return Result{State: hostFailed, Error: why, Failure: failure}
+	return Result{State: ferry.HostFailed, Error: why, Failure: failure}
 }
 
 // judge says whether the report shows c's release running with every
