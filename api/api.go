@@ -124,8 +124,9 @@ type Release struct {
 	ConfigRev int       `json:"config_rev"`
 	Created   time.Time `json:"created"`
 	By        string    `json:"by"`
-	// Outcome of its last deployment: "", deploying, healthy, failed, rolled-back.
-	Outcome string `json:"outcome,omitempty"`
+	// Outcome of its last deployment: none yet, deploying, healthy,
+	// failed, rolled-back.
+	Outcome ferry.Outcome `json:"outcome,omitempty"`
 	// Signatures of the release record (signature.ReleaseMessage).
 	Signatures []ferry.Signature `json:"signatures,omitempty"`
 }
@@ -173,13 +174,13 @@ type RollbackRequest struct {
 	DryRun bool `json:"dry_run,omitempty"`
 }
 
-// Deployment states.
+// Deployment states: ferry's, named here too for the API's users.
 const (
-	DeployRunning    = "running"
-	DeployWaiting    = "waiting-promote" // canary done; ferry promote continues
-	DeploySucceeded  = "succeeded"
-	DeployFailed     = "failed"
-	DeployRolledBack = "rolled-back"
+	DeployRunning    = ferry.DeployRunning
+	DeployWaiting    = ferry.DeployWaiting // canary done; ferry promote continues
+	DeploySucceeded  = ferry.DeploySucceeded
+	DeployFailed     = ferry.DeployFailed
+	DeployRolledBack = ferry.DeployRolledBack
 )
 
 // Deployment is one rollout of a release of an app to a group.
@@ -194,7 +195,7 @@ type Deployment struct {
 	Canary        int                    `json:"canary,omitempty"`
 	HealthTimeout time.Duration          `json:"health_timeout"`
 	AutoRollback  bool                   `json:"auto_rollback"`
-	State         string                 `json:"state"`
+	State         ferry.DeploymentState  `json:"state"`
 	Error         string                 `json:"error,omitempty"`
 	Hosts         map[string]HostRollout `json:"hosts"`
 	RollbackOf    string                 `json:"rollback_of,omitempty"` // the deployment this one undoes
@@ -205,9 +206,12 @@ type Deployment struct {
 
 // HostRollout is one host's part of a deployment.
 type HostRollout struct {
-	Batch int    `json:"batch"`
-	State string `json:"state"` // pending, deploying, healthy, failed, rolled-back
-	Error string `json:"error,omitempty"`
+	Batch int                    `json:"batch"`
+	State ferry.HostRolloutState `json:"state"`
+	// Error is why the host failed, in a sentence; Failure is the agent's
+	// own account of it (the step, the check, its output) when it gave one.
+	Error   string         `json:"error,omitempty"`
+	Failure *ferry.Failure `json:"failure,omitempty"`
 }
 
 // Status is hosts × apps, as the agents last reported.

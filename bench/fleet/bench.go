@@ -20,7 +20,9 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent"
 	"github.com/ferrydeploy/ferry/internal/fetch"
 	"github.com/ferrydeploy/ferry/internal/server"
+	"github.com/ferrydeploy/ferry/internal/state/bolt"
 	"github.com/ferrydeploy/ferry/internal/store/blob"
+	"github.com/ferrydeploy/ferry/internal/store/dir"
 )
 
 // Bench is one run: a server and N agents in this process.
@@ -381,18 +383,32 @@ func (b *Bench) startServer(ctx context.Context, data, storeURL string) (stop fu
 		return func() error { p.stop(); return nil }, nil
 	}
 	cfg := server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: b.Opt.HostLostAfter, Logger: b.log.With("part", "server"), MaxConnsPerIP: -1}
-	closeStore := func() {}
-	if storeURL != "" {
-		bs, err := blob.Open(ctx, storeURL)
-		if err != nil {
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := bolt.Open(filepath.Join(data, server.StateFile), bolt.Options{})
+	if err != nil {
+		return nil, err
+	}
+	cfg.State = st
+	closeStore := func() { st.Close() }
+	if storeURL == "" {
+		if cfg.Store, err = dir.New(filepath.Join(data, server.ArtifactsDir)); err != nil {
+			closeStore()
 			return nil, err
 		}
-		cfg.Store, closeStore = bs, func() { bs.Close() }
+	} else {
+		bs, err := blob.Open(ctx, storeURL)
+		if err != nil {
+			closeStore()
+			return nil, err
+		}
+		cfg.Store, closeStore = bs, func() { bs.Close(); st.Close() }
 		if b.Opt.Direct {
 			cfg.DirectDownload = 10 * time.Minute
 		}
 	}
-	if b.srv, err = server.New(cfg); err != nil {
+	if b.srv, err = server.New(ctx, cfg); err != nil {
 		closeStore()
 		return nil, err
 	}

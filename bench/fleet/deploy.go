@@ -102,7 +102,7 @@ func (b *Bench) deploy(ctx context.Context, a Artifact) (r DeployResult, err err
 		}
 	}
 	r.ToAllHealthy = time.Since(sent)
-	r.State = d.State
+	r.State = string(d.State)
 	r.CPU = selfCPU() - cpu0
 	r.Server, r.S3 = b.srvProc.usage().sub(srv0), b.s3Proc.usage().sub(s30)
 	r.LoadAfter = loadavg()

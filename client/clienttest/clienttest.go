@@ -16,13 +16,25 @@ import (
 	"github.com/ferrydeploy/ferry/client"
 	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/server"
+	"github.com/ferrydeploy/ferry/internal/state/bolt"
+	"github.com/ferrydeploy/ferry/internal/store/dir"
 )
 
-// StartServer runs a server with its own data dir on a free loopback port
-// until the test ends.
+// StartServer runs a server with its own data dir, bolt state and
+// directory store on a free loopback port until the test ends.
 func StartServer(t testing.TB) *server.Server {
 	t.Helper()
-	srv, err := server.New(server.Config{Data: t.TempDir(), Listen: "127.0.0.1:0", HostLostAfter: time.Minute})
+	data := t.TempDir()
+	st, err := bolt.Open(filepath.Join(data, server.StateFile), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() }) // after the server stops: cleanups run last first
+	blobs, err := dir.New(filepath.Join(data, server.ArtifactsDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(context.Background(), server.Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: time.Minute, State: st, Store: blobs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -430,7 +430,7 @@ func (w *deployWatcher) show(d api.Deployment) {
 
 // deploymentOver reports whether a deployment in state s will not change
 // by itself any more.
-func deploymentOver(s string) bool {
+func deploymentOver(s ferry.DeploymentState) bool {
 	switch s {
 	case api.DeploySucceeded, api.DeployFailed, api.DeployRolledBack, api.DeployWaiting:
 		return true
@@ -506,7 +506,7 @@ func renderDeployment(w io.Writer, d api.Deployment, now time.Time) {
 // printDeploymentChanges writes, for a log rather than a terminal, a line
 // when d's state changes and one per host whose part changed since seen.
 func printDeploymentChanges(w io.Writer, d api.Deployment, titles map[string]string, seen map[string]api.HostRollout) {
-	title := deploymentTitle(d) + ": " + d.State
+	title := deploymentTitle(d) + ": " + string(d.State)
 	if d.Error != "" {
 		title += "\n  " + oneLine(d.Error)
 	}

@@ -80,7 +80,21 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	srv, err := server.New(server.Config{Data: filepath.Join(data, "server"), Listen: listen, Logger: log.With("part", "server")})
+	srvData := filepath.Join(data, "server")
+	if err := os.MkdirAll(srvData, 0o700); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	st, _, err := openServerState(ctx, "", etcdFlags{}, srvData)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer st.Close()
+	blobs, closeBlobs, err := openServerStore(ctx, "", srvData)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	defer closeBlobs()
+	srv, err := server.New(ctx, server.Config{Data: srvData, Listen: listen, Logger: log.With("part", "server"), State: st, Store: blobs})
 	if err != nil {
 		return err
 	}
@@ -94,7 +108,7 @@ func runDev(ctx context.Context, env Env, data, appDir, listen string, once bool
 	})
 	token := srv.AdminToken()
 	if token == "" {
-		b, err := os.ReadFile(filepath.Join(data, "server", server.AdminTokenFile))
+		b, err := os.ReadFile(filepath.Join(srvData, server.AdminTokenFile))
 		if err != nil {
 			return fmt.Errorf("dev: admin token: %w", err)
 		}

@@ -71,7 +71,7 @@ func printReleases(w io.Writer, rs []api.Release, groups []api.GroupApp, now tim
 		}
 		slices.Sort(in)
 		fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Number, dash(r.Version), short(r.SHA256),
-			configRev(r.ConfigRev), dash(r.By), when(now, r.Created), dash(r.Outcome), dash(strings.Join(in, ",")))
+			configRev(r.ConfigRev), dash(r.By), when(now, r.Created), dash(string(r.Outcome)), dash(strings.Join(in, ",")))
 	}
 	tw.Flush()
 }

@@ -3,12 +3,15 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
 	"github.com/ferrydeploy/ferry/internal/server"
-	"github.com/ferrydeploy/ferry/internal/store/blob"
 )
 
 func newServer(env Env) *cobra.Command {
@@ -72,6 +75,9 @@ or reach the server through a proxy.`,
 			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 				return usageError{fmt.Errorf("--tls-cert and --tls-key go together")}
 			}
+			if cfg.Retention.Deployments <= 0 || cfg.Retention.AuditEvents <= 0 {
+				return usageError{fmt.Errorf("--keep-deployments %d, --keep-audit-events %d: want positive numbers", cfg.Retention.Deployments, cfg.Retention.AuditEvents)}
+			}
 			if cfg.MaxConns < 0 {
 				return usageError{fmt.Errorf("--max-conns %d: want a positive number, or 0 for what the open-file limit allows", cfg.MaxConns)}
 			}
@@ -93,32 +99,31 @@ or reach the server through a proxy.`,
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lvl}))
-			if stateURL != "" {
-				st, es, err := openState(cmd.Context(), stateURL, ef)
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				cfg.State = st
-				if es != nil {
-					cfg.Leader = es.Election("rollouts", campaignerID())
-				}
+			if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+				return fmt.Errorf("server: %w", err)
 			}
-			if storeURL != "" {
-				bs, err := blob.Open(cmd.Context(), storeURL)
-				if err != nil {
-					return err
-				}
-				defer bs.Close()
-				cfg.Store = bs
+			st, es, err := openServerState(cmd.Context(), stateURL, ef, cfg.Data)
+			if err != nil {
+				return err
 			}
+			defer st.Close()
+			cfg.State = st
+			if es != nil {
+				cfg.Leader = es.Election("rollouts", campaignerID())
+			}
+			bs, closeStore, err := openServerStore(cmd.Context(), storeURL, cfg.Data)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			cfg.Store = bs
 			if direct {
 				if signedTTL <= 0 {
 					return usageError{fmt.Errorf("--signed-url-ttl must be positive")}
 				}
 				cfg.DirectDownload = signedTTL
 			}
-			srv, err := server.New(cfg)
+			srv, err := server.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -134,6 +139,11 @@ or reach the server through a proxy.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	f.DurationVar(&cfg.HostLostAfter, "host-lost-after", 30*time.Second, "mark a host lost when it has not reported for this long")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cfg.Retention.DeploymentsFor, cfg.Retention.AuditFor = orchestrator.DefaultKeepFor, orchestrator.DefaultKeepFor
+	f.IntVar(&cfg.Retention.Deployments, "keep-deployments", orchestrator.DefaultKeepDeployments, "ended deployments kept per app × group")
+	f.Var(dayDuration{&cfg.Retention.DeploymentsFor}, "keep-deployments-for", fmt.Sprintf("how long an ended deployment is kept, as 400d or 9600h (the newest %d of each app × group stay)", orchestrator.MinKeepDeployments))
+	f.Var(dayDuration{&cfg.Retention.AuditFor}, "keep-audit", "how long an audit event is kept, as 400d or 9600h")
+	f.IntVar(&cfg.Retention.AuditEvents, "keep-audit-events", orchestrator.DefaultKeepAuditEvents, "most audit events kept")
 	f.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "age identity that encrypts config secrets (default DATA/secrets.key, made on first start; $FERRY_SECRETS_KEY overrides)")
 	f.StringVar(&storeURL, "store", "", "artifact store: s3://bucket[/prefix]?region=… (endpoint=…&use_path_style=true for S3-compatible servers), gs://bucket[/prefix] or file:///dir (default DATA/artifacts)")
 	f.BoolVar(&direct, "direct-download", false, "agents download artifacts straight from the --store bucket with signed URLs")
@@ -172,3 +182,40 @@ Make a join token for a group, then start an agent on each host of it:
 
 `, server.AdminTokenFile, tok, srv.URL(), tok, pin, srv.URL(), pin)
 }
+
+// dayDuration is a duration flag that also takes days ("400d"), the unit
+// retention is thought in; it must be positive.
+type dayDuration struct{ d *time.Duration }
+
+func (f dayDuration) String() string {
+	if f.d == nil || *f.d == 0 {
+		return ""
+	}
+	if *f.d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", *f.d/(24*time.Hour))
+	}
+	return f.d.String()
+}
+
+func (f dayDuration) Set(s string) error {
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return fmt.Errorf("%q: want a number of days (400d) or a duration (9600h)", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return fmt.Errorf("%q: want a number of days (400d) or a duration (9600h)", s)
+		}
+	}
+	if d <= 0 {
+		return fmt.Errorf("%q: want a positive age", s)
+	}
+	*f.d = d
+	return nil
+}
+
+func (dayDuration) Type() string { return "age" }

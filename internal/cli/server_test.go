@@ -97,3 +97,29 @@ func TestServerLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestDayDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"400d", 400 * 24 * time.Hour, true},
+		{"9600h", 400 * 24 * time.Hour, true},
+		{"90m", 90 * time.Minute, true},
+		{"0d", 0, false},
+		{"-1h", 0, false},
+		{"a year", 0, false},
+		{"1.5d", 0, false},
+	} {
+		var d time.Duration
+		err := dayDuration{&d}.Set(tc.in)
+		if (err == nil) != tc.ok || d != tc.want {
+			t.Errorf("Set(%q) = %v, %v; want %v, ok %v", tc.in, d, err, tc.want, tc.ok)
+		}
+	}
+	d := 400 * 24 * time.Hour
+	if s := (dayDuration{&d}).String(); s != "400d" {
+		t.Errorf("String = %q, want 400d", s)
+	}
+}

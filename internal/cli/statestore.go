@@ -4,13 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/ferrydeploy/ferry/internal/server"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
 	"github.com/ferrydeploy/ferry/internal/state/etcd"
+	"github.com/ferrydeploy/ferry/internal/store"
+	"github.com/ferrydeploy/ferry/internal/store/blob"
+	"github.com/ferrydeploy/ferry/internal/store/dir"
 )
 
 // etcdFlags are the --etcd-* flags that go with an etcd:// state URL.
@@ -64,6 +69,33 @@ func openState(ctx context.Context, raw string, ef etcdFlags) (state.Store, *etc
 		return st, st, nil
 	}
 	return nil, nil, usageError{fmt.Errorf("state %q: use bolt:///path/state.db or etcd://host:2379[,host:2379…]", raw)}
+}
+
+// openServerState opens the state store of `ferry server`: --state, or
+// without it the bolt file in the server's data directory.
+func openServerState(ctx context.Context, raw string, ef etcdFlags, data string) (state.Store, *etcd.Store, error) {
+	if raw == "" {
+		raw = "bolt://" + filepath.Join(data, server.StateFile)
+	}
+	return openState(ctx, raw, ef)
+}
+
+// openServerStore opens the artifact store of `ferry server`: --store, or
+// without it the directory artifacts/ in the server's data directory.
+// close lets go of a bucket's connections.
+func openServerStore(ctx context.Context, raw, data string) (st store.Store, close func() error, err error) {
+	if raw == "" {
+		st, err := dir.New(filepath.Join(data, server.ArtifactsDir))
+		if err != nil {
+			return nil, nil, fmt.Errorf("server: %w", err)
+		}
+		return st, func() error { return nil }, nil
+	}
+	bs, err := blob.Open(ctx, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bs, bs.Close, nil
 }
 
 // campaignerID names this server in leader elections.

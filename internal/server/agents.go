@@ -12,143 +12,24 @@ import (
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/desired"
-	"github.com/ferrydeploy/ferry/internal/state"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
-// hostRecord is a host that joined.
-type hostRecord struct {
-	Name    string    `json:"name"`
-	Groups  []string  `json:"groups"`
-	TokenID string    `json:"token_id"`
-	Joined  time.Time `json:"joined"`
-}
-
-// reportRecord is a host's last report.
-type reportRecord struct {
-	State    api.HostReport `json:"state"`
-	LastSeen time.Time      `json:"last_seen"`
-	From     string         `json:"from"`
-}
-
-// hostDesired is what the server wants on one host: per app, a release.
-// One key per host, so its mod revision is the index of the host's
-// blocking queries.
-type hostDesired struct {
-	Apps map[string]desiredEntry `json:"apps"`
-}
-
-type desiredEntry struct {
-	Release int    `json:"release"`
-	SHA256  string `json:"sha256"`
-	Group   string `json:"group,omitempty"` // whose config the release runs with
-	// Signatures counts the release's signatures when this entry was
-	// last written: adding one changes the entry, and so wakes the
-	// host's blocking query with the signed document.
-	Signatures int `json:"signatures,omitempty"`
-}
-
-func (d hostDesired) names(sum string) bool {
-	for _, e := range d.Apps {
-		if e.SHA256 == sum {
-			return true
-		}
-	}
-	return false
-}
-
 func label(n int) string { return ferry.FormatRelease(n) }
-
-func (s *Server) hostDesired(ctx context.Context, host string) (hostDesired, error) {
-	var d hostDesired
-	_, err := s.lookup(ctx, prefixDesired+host, &d)
-	return d, err
-}
-
-// set sets (e.Release > 0) or removes app in d; it reports whether that
-// changed anything. An app runs on a host through one group at a time:
-// an entry another group set is neither replaced nor removed.
-func (d *hostDesired) set(app string, e desiredEntry) bool {
-	cur, ok := d.Apps[app]
-	if (e.Release == 0 && !ok) || (e.Release != 0 && ok && cur == e) {
-		return false
-	}
-	if ok && cur.Group != "" && e.Group != "" && cur.Group != e.Group {
-		return false
-	}
-	if d.Apps == nil {
-		d.Apps = map[string]desiredEntry{}
-	}
-	if e.Release == 0 {
-		delete(d.Apps, app)
-	} else {
-		d.Apps[app] = e
-	}
-	return true
-}
-
-// setDesired sets (e.Release > 0) or removes app on host's desired state;
-// it reports whether that changed anything.
-func (s *Server) setDesired(ctx context.Context, host, app string, e desiredEntry) (bool, error) {
-	changed := false
-	_, err := update(ctx, s.st, prefixDesired+host, func(d *hostDesired, _ bool) error {
-		if !d.set(app, e) {
-			return errSkip
-		}
-		changed = true
-		return nil
-	})
-	return changed, err
-}
-
-// setDesiredMany is setDesired on many hosts, state.MaxSwaps of them per
-// transaction: a rollout's batch of a thousand hosts costs ten commits,
-// not a thousand, and each chunk changes all of its hosts or none.
-func (s *Server) setDesiredMany(ctx context.Context, hosts []string, app string, e desiredEntry) error {
-	for chunk := range slices.Chunk(hosts, state.MaxSwaps) {
-		for {
-			swaps := make([]state.Swap, 0, len(chunk))
-			for _, h := range chunk {
-				var d hostDesired
-				rev, err := s.getJSON(ctx, prefixDesired+h, &d)
-				if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
-					return err
-				}
-				if !d.set(app, e) {
-					continue
-				}
-				b, err := json.Marshal(d)
-				if err != nil {
-					return err
-				}
-				swaps = append(swaps, state.Swap{Key: prefixDesired + h, Rev: rev, Value: b})
-			}
-			if len(swaps) == 0 {
-				break
-			}
-			_, ok, err := s.st.CompareAndSwapMany(ctx, swaps)
-			if err != nil {
-				return err
-			}
-			if ok {
-				break
-			}
-			// A host's desired state changed meanwhile (a join, another
-			// app's rollout): read the chunk again.
-		}
-	}
-	return nil
-}
 
 // doc renders a host's desired state for its agent: each release with the
 // config it was made with, as its group sees it, secrets opened. Only this
 // host's agent asks for it, over TLS.
-func (s *Server) doc(ctx context.Context, d hostDesired) (desired.Doc, error) {
+func (s *Server) doc(ctx context.Context, d repo.Desired) (desired.Doc, error) {
 	doc := desired.Doc{Apps: map[string]desired.App{}}
 	for app, e := range d.Apps {
 		a := desired.App{Artifact: s.url + "/v1/artifacts/" + e.SHA256, SHA256: e.SHA256, Release: label(e.Release), Number: e.Release, Group: e.Group}
-		var rel api.Release
-		if _, err := s.getJSON(ctx, releaseKey(app, e.Release), &rel); err != nil {
+		rel, found, err := s.repo.Release(ctx, app, e.Release)
+		if err != nil {
 			return doc, err
+		}
+		if !found {
+			return doc, ferry.Errorf(ferry.ENOTFOUND, "desired state: app %s has no release %s", app, label(e.Release))
 		}
 		env, err := s.envFor(ctx, app, rel.ConfigRev, e.Group)
 		if err != nil {
@@ -184,8 +65,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 	if jt.Role != roleJoin {
 		return ferry.Errorf(ferry.EUNAUTH, "not a join token: make one with ferry agent join-token --group G")
 	}
-	var old hostRecord
-	oldRev, err := s.getJSON(ctx, prefixHosts+req.Name, &old)
+	old, oldRev, err := s.repo.Host(ctx, req.Name)
 	if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
 		return err
 	}
@@ -202,14 +82,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 	if err != nil {
 		return err
 	}
-	h := hostRecord{Name: req.Name, Groups: jt.Groups, TokenID: cred.ID, Joined: time.Now().UTC()}
-	hb, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
+	h := repo.Host{Name: req.Name, Groups: jt.Groups, TokenID: cred.ID, Joined: time.Now().UTC()}
 	// Written only if the record is still the one checked: two joins
 	// under one new name cannot both win.
-	if _, ok, err := s.st.CompareAndSwap(ctx, prefixHosts+h.Name, oldRev, hb, 0); err != nil || !ok {
+	if ok, err := s.repo.PutHost(ctx, h, oldRev); err != nil || !ok {
 		s.st.Delete(context.WithoutCancel(ctx), prefixTokens+cred.ID)
 		if err != nil {
 			return err
@@ -237,7 +113,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ *principal) erro
 }
 
 // mayRejoin checks a join under the name of the existing host old.
-func (s *Server) mayRejoin(ctx context.Context, jt tokenRecord, old hostRecord, req api.JoinRequest) error {
+func (s *Server) mayRejoin(ctx context.Context, jt tokenRecord, old repo.Host, req api.JoinRequest) error {
 	if req.Credential != "" {
 		rec, err := s.checkToken(ctx, req.Credential)
 		if err == nil && rec.Role == api.RoleAgent && rec.Host == old.Name && rec.ID == old.TokenID {
@@ -274,8 +150,8 @@ func (s *Server) useJoinToken(ctx context.Context, id string) error {
 
 // leaveGroups removes from h's desired state the entries of groups h is
 // no longer in: its agent stops those apps and forgets their config.
-func (s *Server) leaveGroups(ctx context.Context, h hostRecord) error {
-	_, err := update(ctx, s.st, prefixDesired+h.Name, func(d *hostDesired, exists bool) error {
+func (s *Server) leaveGroups(ctx context.Context, h repo.Host) error {
+	return s.repo.UpdateDesired(ctx, h.Name, func(d *repo.Desired) bool {
 		changed := false
 		for app, e := range d.Apps {
 			if !slices.Contains(h.Groups, e.Group) {
@@ -283,46 +159,26 @@ func (s *Server) leaveGroups(ctx context.Context, h hostRecord) error {
 				changed = true
 			}
 		}
-		if !changed {
-			return errSkip
-		}
-		return nil
+		return changed
 	})
-	return err
 }
 
 // converge gives a host its groups' current releases, so a host that
 // joins a group later runs what the group runs.
-func (s *Server) converge(ctx context.Context, h hostRecord) error {
-	kvs, _, err := s.st.List(ctx, prefixGroup)
+func (s *Server) converge(ctx context.Context, h repo.Host) error {
+	grs, err := s.repo.GroupReleases(ctx)
 	if err != nil {
 		return err
 	}
-	for _, kv := range kvs {
-		app, group, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefixGroup), "/")
-		if !slices.Contains(h.Groups, group) {
+	for _, g := range grs {
+		if !slices.Contains(h.Groups, g.Group) {
 			continue
 		}
-		var g groupRelease
-		if err := json.Unmarshal(kv.Value, &g); err != nil {
-			return fmt.Errorf("state: %s: %w", kv.Key, err)
-		}
-		if _, err := s.setDesired(ctx, h.Name, app, desiredEntry{Release: g.Release, SHA256: g.SHA256, Group: group}); err != nil {
+		if _, err := s.repo.SetDesired(ctx, h.Name, g.App, repo.DesiredEntry{Release: g.Release, SHA256: g.SHA256, Group: g.Group}); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// groupHosts lists the hosts of group by name.
-func (s *Server) groupHosts(ctx context.Context, group string) ([]hostRecord, error) {
-	hosts, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
-	if err != nil {
-		return nil, err
-	}
-	hosts = slices.DeleteFunc(hosts, func(h hostRecord) bool { return !slices.Contains(h.Groups, group) })
-	slices.SortFunc(hosts, func(a, b hostRecord) int { return strings.Compare(a.Name, b.Name) })
-	return hosts, nil
 }
 
 // desired answers an agent's blocking query for its desired state. The
@@ -350,7 +206,7 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, p *principal) e
 			return err
 		}
 	}
-	var d hostDesired
+	var d repo.Desired
 	if val != nil {
 		if err := json.Unmarshal(val, &d); err != nil {
 			return fmt.Errorf("state: desired %s: %w", p.Host, err)
@@ -380,14 +236,10 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) er
 	if rep.State.Apps == nil {
 		rep.State.Apps = map[string]*api.AppStatus{}
 	}
-	rec := reportRecord{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
+	rec := repo.Report{State: rep.State, LastSeen: time.Now().UTC(), From: r.RemoteAddr}
 	s.heard.Store(p.Host, rec.LastSeen)
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
 	select {
-	case err := <-s.reportW.put(p.Host, b):
+	case err := <-s.reportW.put(p.Host, rec):
 		if err != nil {
 			return err
 		}
@@ -398,35 +250,27 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, p *principal) er
 	return nil
 }
 
-// reports returns every host's last report by host name.
-func (s *Server) reports(ctx context.Context) (map[string]reportRecord, int64, error) {
-	kvs, rev, err := s.st.List(ctx, prefixReports)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make(map[string]reportRecord, len(kvs))
-	for _, kv := range kvs {
-		var rr reportRecord
-		if err := json.Unmarshal(kv.Value, &rr); err != nil {
-			return nil, 0, fmt.Errorf("state: %s: %w", kv.Key, err)
-		}
-		out[strings.TrimPrefix(kv.Key, prefixReports)] = rr
-	}
-	return out, rev, nil
-}
-
 // lastSeen is when host last reported, or joined if it never did: the
 // stored report's time, or a later report this server received that is
 // not stored yet (its store is slow; the host is not).
-func (s *Server) lastSeen(h hostRecord, reps map[string]reportRecord) time.Time {
+func (s *Server) lastSeen(h repo.Host, reps map[string]repo.Report) time.Time {
 	seen := h.Joined
 	if rr, ok := reps[h.Name]; ok && rr.LastSeen.After(seen) {
 		seen = rr.LastSeen
 	}
-	if v, ok := s.heard.Load(h.Name); ok && v.(time.Time).After(seen) {
-		seen = v.(time.Time)
+	if t, ok := s.heardAt(h.Name); ok && t.After(seen) {
+		seen = t
 	}
 	return seen
+}
+
+// heardAt is when this server last received a report from host.
+func (s *Server) heardAt(host string) (time.Time, bool) {
+	v, ok := s.heard.Load(host)
+	if !ok {
+		return time.Time{}, false
+	}
+	return v.(time.Time), true
 }
 
 // otherGroups returns, of hosts, those that run app through a group other
@@ -435,7 +279,7 @@ func (s *Server) lastSeen(h hostRecord, reps map[string]reportRecord) time.Time 
 func (s *Server) otherGroups(ctx context.Context, app, group string, hosts []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, h := range hosts {
-		d, err := s.hostDesired(ctx, h)
+		d, err := s.repo.Desired(ctx, h)
 		if err != nil {
 			return nil, err
 		}

@@ -7,40 +7,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/spec"
 )
 
-// artifactRecord is an artifact as the state keeps it: its api record and
-// what deploys need from inside it, taken while the upload streamed into
-// the store, so neither a publish nor a deploy reads the blob back.
-type artifactRecord struct {
-	api.Artifact
-	OS   string `json:"os,omitempty"`
-	Arch string `json:"arch,omitempty"`
-	// Deploy is nil in the records of servers before this one; the first
-	// deploy of such an artifact reads it from the blob and stores it.
-	Deploy *appDeploy `json:"deploy_policy,omitempty"`
-}
-
-// appDeploy is what an artifact's ferry.yaml says about deploying it.
-type appDeploy struct {
-	// NoSpec: the artifact has no ferry.yaml, and deploys with the
-	// server's defaults.
-	NoSpec bool `json:"no_spec,omitempty"`
-	// Invalid is why its ferry.yaml did not parse; every deploy of the
-	// artifact fails with it, as when the file was read at deploy time.
-	Invalid       string        `json:"invalid,omitempty"`
-	Strategy      string        `json:"strategy,omitempty"`
-	Batch         string        `json:"batch,omitempty"`
-	Canary        int           `json:"canary,omitempty"`
-	AutoRollback  bool          `json:"auto_rollback"`
-	HealthTimeout time.Duration `json:"health_timeout,omitempty"`
-}
+// artifactRecord is an artifact as the state keeps it (repo.Artifact),
+// appDeploy what its ferry.yaml says about deploying it.
+type (
+	artifactRecord = repo.Artifact
+	appDeploy      = repo.DeployPolicy
+)
 
 // specFiles are the files an artifact record is made from.
 var specFiles = []string{ferry.MetaPath, spec.FileName}
@@ -109,8 +89,7 @@ func (s *Server) inspectStored(ctx context.Context, key, sum string) (artifactRe
 // sum, from its record. A record an older server made has none: the blob
 // is read once and the record gets it.
 func (s *Server) deployPolicy(ctx context.Context, app, sum string) (appDeploy, error) {
-	var rec artifactRecord
-	found, err := s.lookup(ctx, prefixArts+sum, &rec)
+	rec, found, err := s.repo.Artifact(ctx, sum)
 	if err != nil {
 		return appDeploy{}, err
 	}
@@ -135,7 +114,7 @@ func (s *Server) deployPolicy(ctx context.Context, app, sum string) (appDeploy, 
 	if !found {
 		return pol, nil // no record to keep it in (a release of a collected artifact)
 	}
-	_, err = update(ctx, s.st, prefixArts+sum, func(r *artifactRecord, exists bool) error {
+	_, err = s.repo.UpdateArtifact(ctx, sum, func(r *artifactRecord, exists bool) error {
 		if !exists || r.Deploy != nil {
 			return errSkip
 		}

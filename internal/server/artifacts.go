@@ -44,8 +44,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err := p.scopeApp(app); err != nil {
 		return err
 	}
-	var rec artifactRecord
-	found, err := s.lookup(ctx, prefixArts+sum, &rec)
+	rec, found, err := s.repo.Artifact(ctx, sum)
 	if err != nil {
 		return err
 	}
@@ -106,7 +105,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, p *principal) er
 		return ferry.Errorf(ferry.EINVALID, "the artifact is %s's (its %s says so), not %s's as %s says", rec.App, ferry.MetaPath, app, api.AppHeader)
 	}
 	rec.Uploaded, rec.By = time.Now().UTC(), p.who()
-	if err := s.putJSON(ctx, prefixArts+sum, rec); err != nil {
+	if err := s.repo.PutArtifact(ctx, rec); err != nil {
 		return err
 	}
 	s.auditReq(r, p, api.AuditEvent{Action: "publish", Target: "artifact/" + sum, Detail: fmt.Sprintf("%s %s", rec.App, rec.Version), App: rec.App})
@@ -139,12 +138,17 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p *principal) error {
-	arts, err := listJSON[api.Artifact](r.Context(), s.st, prefixArts)
+	recs, err := s.repo.Artifacts(r.Context())
 	if err != nil {
 		return err
 	}
 	app := r.URL.Query().Get("app")
-	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return (app != "" && a.App != app) || !p.coversApp(a.App) })
+	arts := make([]api.Artifact, 0, len(recs))
+	for _, a := range recs {
+		if (app == "" || a.App == app) && p.coversApp(a.App) {
+			arts = append(arts, a.Artifact)
+		}
+	}
 	slices.SortFunc(arts, func(a, b api.Artifact) int { return a.Uploaded.Compare(b.Uploaded) })
 	return writeJSON(w, http.StatusOK, arts)
 }
@@ -155,18 +159,18 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p *princi
 func (s *Server) download(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	sum := r.PathValue("sha256")
-	var art api.Artifact
-	if found, err := s.lookup(ctx, prefixArts+sum, &art); err != nil {
+	art, found, err := s.repo.Artifact(ctx, sum)
+	if err != nil {
 		return err
 	} else if !found {
 		return ferry.Errorf(ferry.ENOTFOUND, "artifact %s: not published", sum)
 	}
 	if p.Role == api.RoleAgent {
-		hd, err := s.hostDesired(ctx, p.Host)
+		hd, err := s.repo.Desired(ctx, p.Host)
 		if err != nil {
 			return err
 		}
-		if !hd.names(sum) {
+		if !hd.Names(sum) {
 			return ferry.Errorf(ferry.EDENIED, "host %s: artifact %s is not in its desired state", p.Host, sum)
 		}
 		if s.signer != nil && r.Method == http.MethodGet {
@@ -248,8 +252,7 @@ func (s *Server) mayDownload(ctx context.Context, p *principal, app string) erro
 		return nil
 	}
 	for _, g := range p.Groups {
-		var gr groupRelease
-		if ok, err := s.lookup(ctx, groupKey(app, g), &gr); err != nil {
+		if _, ok, err := s.repo.GroupRelease(ctx, app, g); err != nil {
 			return err
 		} else if ok {
 			return nil

@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -26,8 +24,7 @@ func (s *Server) audit(ctx context.Context, p *principal, ev api.AuditEvent) {
 	if ev.From == "" {
 		ev.From = "server"
 	}
-	key := fmt.Sprintf("%s%019d-%s", prefixAudit, ev.Time.UnixNano(), randomHex(4))
-	if err := s.putJSON(context.WithoutCancel(ctx), key, ev); err != nil {
+	if err := s.repo.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
 		s.log.Error("audit", "action", ev.Action, "target", ev.Target, logErr, err)
 	}
 }
@@ -58,16 +55,12 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *principal)
 		}
 		limit = n
 	}
-	evs, err := listJSON[api.AuditEvent](r.Context(), s.st, prefixAudit)
+	app, group, who := q.Get("app"), q.Get("group"), q.Get("who")
+	evs, err := s.repo.Audit(r.Context(), func(e api.AuditEvent) bool {
+		return (app == "" || e.App == app) && (group == "" || e.Group == group) && (who == "" || e.Who == who) && p.allowed(e.App, e.Group)
+	}, limit)
 	if err != nil {
 		return err
-	}
-	app, group, who := q.Get("app"), q.Get("group"), q.Get("who")
-	evs = slices.DeleteFunc(evs, func(e api.AuditEvent) bool {
-		return app != "" && e.App != app || group != "" && e.Group != group || who != "" && e.Who != who || !p.allowed(e.App, e.Group)
-	})
-	if limit > 0 && len(evs) > limit {
-		evs = evs[len(evs)-limit:]
 	}
 	return writeJSON(w, http.StatusOK, evs)
 }

@@ -292,13 +292,12 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 		if err := ferry.CheckHostName(req.Replace); err != nil {
 			return fmt.Errorf("replace: %w", err)
 		}
-		var h hostRecord
-		found, err := s.lookup(r.Context(), prefixHosts+req.Replace, &h)
+		h, _, err := s.repo.Host(r.Context(), req.Replace)
+		if ferry.ErrorCode(err) == ferry.ENOTFOUND {
+			return ferry.Errorf(ferry.ENOTFOUND, "replace: no host %s (a new host needs no --replace)", req.Replace)
+		}
 		if err != nil {
 			return err
-		}
-		if !found {
-			return ferry.Errorf(ferry.ENOTFOUND, "replace: no host %s (a new host needs no --replace)", req.Replace)
 		}
 		if !subset(h.Groups, req.Groups) {
 			return ferry.Errorf(ferry.EDENIED, "replace: host %s is in %s; a token that takes it over must cover all of them (give --group for each)", h.Name, strings.Join(h.Groups, ", "))

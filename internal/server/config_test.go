@@ -170,13 +170,13 @@ func TestSecretsKeyMustMatch(t *testing.T) {
 	first := t.TempDir()
 	startServer(t, first, shared).stop()
 	second := t.TempDir()
-	_, err = New(Config{Data: second, Listen: "127.0.0.1:0", State: st})
+	_, err = newServer(t, Config{Data: second, Listen: "127.0.0.1:0", State: st})
 	if err == nil || !strings.Contains(err.Error(), "copy secrets.key from the first server") {
 		t.Fatalf("a server with another secrets key: %v", err)
 	}
 	b, _ := os.ReadFile(filepath.Join(first, SecretsKeyFile))
 	os.WriteFile(filepath.Join(second, SecretsKeyFile), b, 0o600)
-	srv, err := New(Config{Data: second, Listen: "127.0.0.1:0", State: st})
+	srv, err := newServer(t, Config{Data: second, Listen: "127.0.0.1:0", State: st})
 	if err != nil {
 		t.Fatalf("a server with the same key: %v", err)
 	}

@@ -3,48 +3,26 @@ package server
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/spec"
 )
 
-// Deployment defaults.
+// The server's deployment defaults, for what neither the request nor the
+// app's ferry.yaml says.
 const (
-	defaultBatch         = "25%"
-	defaultHealthTimeout = 60 * time.Second
+	defaultBatch         = orchestrator.DefaultBatch
+	defaultHealthTimeout = orchestrator.DefaultHealthTimeout
 )
-
-// groupRelease is the release an app runs in a group: what hosts joining
-// the group converge to.
-type groupRelease struct {
-	Release    int    `json:"release"`
-	SHA256     string `json:"sha256"`
-	Deployment string `json:"deployment"`
-}
-
-// deployRecord is a deployment as stored, with what its rollout needs to
-// resume.
-type deployRecord struct {
-	api.Deployment
-	SHA256   string `json:"sha256,omitempty"` // the release's artifact; "" when Release is 0 (remove the app)
-	Promoted bool   `json:"promoted,omitempty"`
-	Child    string `json:"child,omitempty"` // the automatic rollback of this one
-	Auto     bool   `json:"auto,omitempty"`  // an automatic rollback, driven by its parent
-}
-
-func newDeployID() string {
-	return "d" + time.Now().UTC().Format("20060102T150405") + "-" + randomHex(3)
-}
 
 // deploy makes or selects a release and starts rolling it out.
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) error {
@@ -59,7 +37,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err := p.scope(req.App, req.Group); err != nil {
 		return err
 	}
-	rec := deployRecord{Deployment: api.Deployment{
+	rec := repo.Deployment{Deployment: api.Deployment{
 		App: req.App, Group: req.Group, Strategy: req.Strategy, Batch: req.Batch, Canary: req.Canary,
 		HealthTimeout: req.HealthTimeout, AutoRollback: !req.NoAutoRollback,
 	}}
@@ -76,10 +54,10 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	}
 	if req.WaitLock <= 0 {
 		// Refuse before a release is made for a deploy that cannot run.
-		if held, ok, err := s.lockHeld(ctx, req.App, req.Group); err != nil {
+		if held, ok, err := s.orch.LockHeld(ctx, req.App, req.Group); err != nil {
 			return err
 		} else if ok {
-			return ferry.Errorf(ferry.ELOCKED, "%s", held.message())
+			return orchestrator.LockedError(held)
 		}
 	}
 	rel, err := s.resolveRelease(ctx, p, req)
@@ -90,10 +68,10 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	if err := s.appPolicy(ctx, &rec.Deployment, rel.SHA256); err != nil {
 		return err
 	}
-	if err := checkPlan(&rec.Deployment); err != nil {
+	if err := orchestrator.CheckPlan(&rec.Deployment); err != nil {
 		return err
 	}
-	d, err := s.launch(ctx, p, rec, hosts, req.WaitLock, "deploy "+label(rel.Number))
+	d, err := s.orch.Launch(ctx, rec, hosts, p.who(), req.WaitLock, "deploy "+label(rel.Number))
 	if err != nil {
 		return err
 	}
@@ -101,72 +79,10 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 	return writeJSON(w, http.StatusCreated, d)
 }
 
-// checkPlan fills a deployment's defaults and checks its strategy.
-func checkPlan(d *api.Deployment) error {
-	if d.Strategy == "" {
-		d.Strategy = api.StrategyRolling
-	}
-	if d.Batch == "" {
-		d.Batch = defaultBatch
-	}
-	if d.HealthTimeout <= 0 {
-		d.HealthTimeout = defaultHealthTimeout
-	}
-	switch d.Strategy {
-	case api.StrategyAll, api.StrategyRolling:
-	case api.StrategyCanary:
-		if d.Canary <= 0 {
-			d.Canary = 1
-		}
-	default:
-		return ferry.Errorf(ferry.EINVALID, "strategy %q: use all, rolling or canary", d.Strategy)
-	}
-	_, err := batchSize(d.Batch, 1)
-	return err
-}
-
-// batchSize is how many of n hosts a batch spec ("2", "25%") means: at
-// least one.
-func batchSize(spec string, n int) (int, error) {
-	bad := ferry.Errorf(ferry.EINVALID, "batch %q: want a number of hosts (2) or a percentage (25%%)", spec)
-	if pct, ok := strings.CutSuffix(spec, "%"); ok {
-		v, err := strconv.Atoi(pct)
-		if err != nil || v <= 0 || v > 100 {
-			return 0, bad
-		}
-		return max(1, (n*v+99)/100), nil
-	}
-	v, err := strconv.Atoi(spec)
-	if err != nil || v <= 0 {
-		return 0, bad
-	}
-	return v, nil
-}
-
-// plan assigns hosts (sorted by name) to batches.
-func plan(d *api.Deployment, hosts []string) {
-	d.Hosts = map[string]api.HostRollout{}
-	size, _ := batchSize(d.Batch, len(hosts))
-	rest, first := hosts, 0
-	if d.Strategy == api.StrategyCanary {
-		c := min(d.Canary, len(hosts))
-		for _, h := range hosts[:c] {
-			d.Hosts[h] = api.HostRollout{Batch: 0, State: "pending"}
-		}
-		rest, first = hosts[c:], 1
-	}
-	if d.Strategy == api.StrategyAll {
-		size = max(len(rest), 1)
-	}
-	for i, h := range rest {
-		d.Hosts[h] = api.HostRollout{Batch: first + i/size, State: "pending"}
-	}
-}
-
 // knownGroup returns the hosts of a group that hosts joined or a join
 // token names; any other group is ENOTFOUND.
 func (s *Server) knownGroup(ctx context.Context, group string) ([]string, error) {
-	hosts, err := s.groupHosts(ctx, group)
+	hosts, err := s.repo.GroupHosts(ctx, group)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +108,7 @@ func (s *Server) knownGroup(ctx context.Context, group string) ([]string, error)
 func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.DeployRequest) (api.Release, error) {
 	var rel api.Release
 	if req.Release > 0 {
-		found, err := s.lookup(ctx, releaseKey(req.App, req.Release), &rel)
+		rel, found, err := s.repo.Release(ctx, req.App, req.Release)
 		if err != nil {
 			return rel, err
 		}
@@ -201,7 +117,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		}
 		return rel, s.checkBlob(ctx, rel)
 	}
-	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
+	recs, err := s.repo.Artifacts(ctx)
 	if err != nil {
 		return rel, err
 	}
@@ -210,15 +126,18 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		// No version: the artifact the group runs, with the newest config
 		// (a config change deploys like code); the newest artifact for a
 		// group that runs none yet.
-		var g groupRelease
-		if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+		g, _, err := s.repo.GroupRelease(ctx, req.App, req.Group)
+		if err != nil {
 			return rel, err
 		}
 		want = g.SHA256
 	}
-	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool {
-		return a.App != req.App || (want != "" && a.SHA256 != want) || (req.Version != "" && a.Version != req.Version)
-	})
+	var arts []api.Artifact
+	for _, a := range recs {
+		if a.App == req.App && (want == "" || a.SHA256 == want) && (req.Version == "" || a.Version == req.Version) {
+			arts = append(arts, a.Artifact)
+		}
+	}
 	if len(arts) == 0 {
 		switch {
 		case req.SHA256 != "":
@@ -234,7 +153,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		return rel, err
 	}
 	for {
-		rels, err := listJSON[api.Release](ctx, s.st, prefixRels+req.App+"/")
+		rels, err := s.repo.Releases(ctx, req.App)
 		if err != nil {
 			return rel, err
 		}
@@ -248,8 +167,7 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		if err := s.checkBlob(ctx, rel); err != nil {
 			return rel, err
 		}
-		b, _ := json.Marshal(rel)
-		_, ok, err := s.st.CompareAndSwap(ctx, releaseKey(rel.App, rel.Number), 0, b, 0)
+		ok, err := s.repo.CreateRelease(ctx, rel)
 		if err != nil || ok {
 			return rel, err
 		}
@@ -263,46 +181,6 @@ func (s *Server) checkBlob(ctx context.Context, rel api.Release) error {
 		return ferry.Errorf(ferry.ENOTFOUND, "release %s of %s: its artifact %s is missing from the store; publish it again", label(rel.Number), rel.App, rel.SHA256)
 	}
 	return err
-}
-
-// launch takes the lock, records the deployment and starts its rollout.
-func (s *Server) launch(ctx context.Context, p *principal, rec deployRecord, hosts []string, waitLock time.Duration, reason string) (api.Deployment, error) {
-	rec.ID, rec.By, rec.State = newDeployID(), p.who(), api.DeployRunning
-	l, err := s.acquireLock(ctx, lockRecord{Lock: api.Lock{App: rec.App, Group: rec.Group, Owner: p.who(), Reason: reason, Since: time.Now().UTC()}, Deployment: rec.ID}, waitLock)
-	if err != nil {
-		return api.Deployment{}, err
-	}
-	var g groupRelease
-	if _, err := s.lookup(ctx, groupKey(rec.App, rec.Group), &g); err != nil {
-		s.release(ctx, l)
-		return api.Deployment{}, err
-	}
-	rec.From, rec.Started = g.Release, time.Now().UTC()
-	plan(&rec.Deployment, hosts)
-	if err := s.putJSON(ctx, prefixDeploys+rec.ID, rec); err != nil {
-		s.release(ctx, l)
-		return api.Deployment{}, err
-	}
-	s.setOutcome(ctx, rec.App, rec.Release, "deploying")
-	s.start(rec.ID, l)
-	return rec.Deployment, nil
-}
-
-// setOutcome records the outcome of a release's last deployment.
-func (s *Server) setOutcome(ctx context.Context, app string, n int, outcome string) {
-	if n == 0 {
-		return
-	}
-	_, err := update(ctx, s.st, releaseKey(app, n), func(r *api.Release, exists bool) error {
-		if !exists || r.Outcome == outcome {
-			return errSkip
-		}
-		r.Outcome = outcome
-		return nil
-	})
-	if err != nil {
-		s.log.Warn("release outcome", logApp, app, "release", n, logErr, err)
-	}
 }
 
 // appPolicy fills what the request left out from the `deploy:` section of

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // getDeployment answers a deployment; with ?index=N it blocks until the
@@ -22,14 +24,18 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, p *princi
 	if index == 0 {
 		wait = 0
 	}
-	val, idx, err := s.waitKey(r.Context(), prefixDeploys+id, index, wait)
+	key, err := s.repo.DeploymentKey(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	val, idx, err := s.waitKey(r.Context(), key, index, wait)
 	if err != nil {
 		return err
 	}
 	if val == nil {
 		return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
 	}
-	var rec deployRecord
+	var rec repo.Deployment
 	if err := json.Unmarshal(val, &rec); err != nil {
 		return fmt.Errorf("state: deployment %s: %w", id, err)
 	}
@@ -43,41 +49,23 @@ func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request, p *princi
 // listDeployments answers deployments, oldest first: ?app=&group= narrow.
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q := r.URL.Query()
-	recs, err := listJSON[deployRecord](r.Context(), s.st, prefixDeploys)
+	recs, err := s.repo.Deployments(r.Context(), q.Get("app"), q.Get("group"))
 	if err != nil {
 		return err
 	}
 	out := []api.Deployment{}
 	for _, rec := range recs {
-		if (q.Get("app") == "" || rec.App == q.Get("app")) && (q.Get("group") == "" || rec.Group == q.Get("group")) && p.allowed(rec.App, rec.Group) {
+		if p.allowed(rec.App, rec.Group) {
 			out = append(out, rec.Deployment)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.Deployment) int { return a.Started.Compare(b.Started) })
 	return writeJSON(w, http.StatusOK, out)
 }
 
 // promote lets a canary deployment go on past its canary batch.
 func (s *Server) promote(w http.ResponseWriter, r *http.Request, p *principal) error {
 	id := r.PathValue("id")
-	var scopeErr error
-	rec, err := update(r.Context(), s.st, prefixDeploys+id, func(rec *deployRecord, exists bool) error {
-		switch {
-		case !exists:
-			return ferry.Errorf(ferry.ENOTFOUND, "no deployment %s", id)
-		case !p.allowed(rec.App, rec.Group):
-			scopeErr = p.scope(rec.App, rec.Group)
-			return scopeErr
-		case rec.Strategy != api.StrategyCanary:
-			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s, not canary: nothing to promote", id, rec.Strategy)
-		case rec.State != api.DeployRunning && rec.State != api.DeployWaiting:
-			return ferry.Errorf(ferry.EINVALID, "deployment %s is %s: nothing to promote", id, rec.State)
-		case rec.Promoted:
-			return errSkip
-		}
-		rec.Promoted = true
-		return nil
-	})
+	rec, err := s.orch.Promote(r.Context(), id, p.scope)
 	if err != nil {
 		return err
 	}
@@ -111,14 +99,13 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 		return err
 	}
 	hosts = slices.DeleteFunc(hosts, func(h string) bool { _, ok := taken[h]; return ok })
-	recs, err := listJSON[deployRecord](ctx, s.st, prefixDeploys)
+	recs, err := s.repo.Deployments(ctx, req.App, req.Group)
 	if err != nil {
 		return err
 	}
-	recs = slices.DeleteFunc(recs, func(d deployRecord) bool { return d.App != req.App || d.Group != req.Group })
-	slices.SortFunc(recs, func(a, b deployRecord) int { return b.Started.Compare(a.Started) }) // newest first
-	var g groupRelease
-	if _, err := s.lookup(ctx, groupKey(req.App, req.Group), &g); err != nil {
+	slices.Reverse(recs) // newest first
+	g, _, err := s.repo.GroupRelease(ctx, req.App, req.Group)
+	if err != nil {
 		return err
 	}
 	target := req.Release
@@ -137,17 +124,17 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	rec := deployRecord{Deployment: api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, AutoRollback: false}, SHA256: rel.SHA256}
+	rec := repo.Deployment{Deployment: api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, AutoRollback: false}, SHA256: rel.SHA256}
 	if len(recs) > 0 {
 		rec.RollbackOf = recs[0].ID
 	}
-	if err := checkPlan(&rec.Deployment); err != nil {
+	if err := orchestrator.CheckPlan(&rec.Deployment); err != nil {
 		return err
 	}
 	if req.DryRun {
 		return writeJSON(w, http.StatusOK, api.Deployment{App: req.App, Group: req.Group, Release: rel.Number, From: g.Release})
 	}
-	d, err := s.launch(ctx, p, rec, hosts, 0, "rollback to "+label(rel.Number))
+	d, err := s.orch.Launch(ctx, rec, hosts, p.who(), 0, "rollback to "+label(rel.Number))
 	if err != nil {
 		return err
 	}

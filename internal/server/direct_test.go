@@ -28,7 +28,7 @@ import (
 // download through the server, and a store that cannot sign is refused at
 // start.
 func TestDirectDownload(t *testing.T) {
-	_, err := New(Config{Data: t.TempDir(), Listen: "127.0.0.1:0", DirectDownload: time.Minute})
+	_, err := newServer(t, Config{Data: t.TempDir(), Listen: "127.0.0.1:0", DirectDownload: time.Minute})
 	if ferry.ErrorCode(err) != ferry.EINVALID || !strings.Contains(err.Error(), "cannot sign") {
 		t.Fatalf("DirectDownload on a directory store: %v, want a refusal that says it cannot sign", err)
 	}

@@ -18,7 +18,7 @@ import (
 // answering.
 func FuzzAPI(f *testing.F) {
 	data := f.TempDir()
-	s, err := New(Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: time.Minute})
+	s, err := newServer(f, Config{Data: data, Listen: "127.0.0.1:0", HostLostAfter: time.Minute})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -74,11 +74,16 @@ func (s *Server) gc(w http.ResponseWriter, r *http.Request, p *principal) error 
 // gcCandidates are the artifacts gc may remove, oldest first, and how many
 // it keeps, among those of the apps app accepts (the caller's scope).
 func (s *Server) gcCandidates(ctx context.Context, req api.GCRequest, now time.Time, app func(string) bool) ([]api.Artifact, int, error) {
-	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
+	recs, err := s.repo.Artifacts(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	arts = slices.DeleteFunc(arts, func(a api.Artifact) bool { return !app(a.App) })
+	var arts []api.Artifact
+	for _, a := range recs {
+		if app(a.App) {
+			arts = append(arts, a.Artifact)
+		}
+	}
 	refs, err := s.releasedArtifacts(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -102,7 +107,7 @@ func (s *Server) gcCandidates(ctx context.Context, req api.GCRequest, now time.T
 
 // releasedArtifacts is the set of artifact digests some release names.
 func (s *Server) releasedArtifacts(ctx context.Context) (map[string]bool, error) {
-	rels, err := listJSON[api.Release](ctx, s.st, prefixRels)
+	rels, err := s.repo.Releases(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -122,5 +127,5 @@ func (s *Server) removeArtifact(ctx context.Context, a api.Artifact) error {
 	if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
 		return err
 	}
-	return s.st.Delete(ctx, prefixArts+a.SHA256)
+	return s.repo.DeleteArtifact(ctx, a.SHA256)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -178,47 +177,7 @@ func blockingParams(r *http.Request, def, max time.Duration) (index int64, wait 
 	return index, min(wait, max), nil
 }
 
-// waitKey blocks until key's mod revision passes index, wait passes or ctx
-// ends, and returns the key's value (nil when missing) and index: its mod
-// revision, at least 1 so that a client echoing it back blocks.
+// waitKey is repo.Wait: a blocking query on key.
 func (s *Server) waitKey(ctx context.Context, key string, index int64, wait time.Duration) ([]byte, int64, error) {
-	get := func() ([]byte, int64, int64, error) {
-		kvs, rev, err := s.st.List(ctx, key)
-		if err != nil {
-			return nil, 0, 0, err
-		}
-		for _, kv := range kvs {
-			if kv.Key == key {
-				return kv.Value, max(kv.Rev, 1), rev, nil
-			}
-		}
-		return nil, 1, rev, nil
-	}
-	val, idx, rev, err := get()
-	if err != nil || idx > index || wait <= 0 {
-		return val, idx, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	wt, err := s.st.Watch(wctx, key, rev)
-	switch {
-	case err == nil:
-		for ev := range wt.C {
-			if ev.KV.Key == key {
-				break
-			}
-		}
-	case ctx.Err() == nil && wctx.Err() != nil:
-		// The wait was over before the watch began (a wait of 1ns):
-		// answer as for a wait that timed out. (FuzzAPI found the 500.)
-	default:
-		return nil, 0, fmt.Errorf("watch %s: %w", key, err)
-	}
-	if ctx.Err() != nil {
-		return nil, 0, ctx.Err()
-	}
-	// Changed, timed out, or the watch ended early: the current value is
-	// the answer in every case.
-	val, idx, _, err = get()
-	return val, idx, err
+	return s.repo.Wait(ctx, key, index, wait)
 }

@@ -36,6 +36,9 @@ type testServer struct {
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+	// closeState closes the state the test opened, so that another
+	// server can open it again.
+	closeState func()
 }
 
 func startServer(t *testing.T, data string, mod ...func(*Config)) *testServer {
@@ -44,7 +47,8 @@ func startServer(t *testing.T, data string, mod ...func(*Config)) *testServer {
 	for _, m := range mod {
 		m(&cfg)
 	}
-	srv, err := New(cfg)
+	closeState := openStores(t, &cfg)
+	srv, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +57,7 @@ func startServer(t *testing.T, data string, mod ...func(*Config)) *testServer {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{t: t, srv: srv, data: data, admin: admin, cancel: cancel, done: make(chan error, 1),
+	ts := &testServer{t: t, srv: srv, data: data, admin: admin, cancel: cancel, done: make(chan error, 1), closeState: closeState,
 		client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsca.PinnedClient(srv.CASHA256())}}}
 	go func() { ts.done <- srv.Run(ctx) }()
 	t.Cleanup(ts.stop)
@@ -71,6 +75,9 @@ func (ts *testServer) stop() {
 			}
 		case <-time.After(10 * time.Second):
 			ts.t.Error("server did not stop")
+		}
+		if ts.closeState != nil {
+			ts.closeState()
 		}
 	})
 }

@@ -15,13 +15,12 @@ import (
 func (s *Server) removeHost(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	var h hostRecord
-	found, err := s.lookup(ctx, prefixHosts+name, &h)
+	h, _, err := s.repo.Host(ctx, name)
+	if ferry.ErrorCode(err) == ferry.ENOTFOUND {
+		return ferry.Errorf(ferry.ENOTFOUND, "no host %s (ferry status lists the hosts)", name)
+	}
 	if err != nil {
 		return err
-	}
-	if !found {
-		return ferry.Errorf(ferry.ENOTFOUND, "no host %s (ferry status lists the hosts)", name)
 	}
 	if !p.coversApp("") {
 		return ferry.Errorf(ferry.EDENIED, "token %s may touch only the apps %s; host %s runs every app of its groups: removing it needs a token scoped to all apps", p.Name, strings.Join(p.Apps, ", "), name)
@@ -37,10 +36,8 @@ func (s *Server) removeHost(w http.ResponseWriter, r *http.Request, p *principal
 			return err
 		}
 	}
-	for _, key := range []string{prefixDesired + name, prefixReports + name, prefixHosts + name} {
-		if err := s.st.Delete(ctx, key); err != nil {
-			return err
-		}
+	if err := s.repo.ForgetHost(ctx, h); err != nil {
+		return err
 	}
 	s.heard.Delete(name)
 	s.auditReq(r, p, api.AuditEvent{Action: "host.rm", Target: "host/" + name, Detail: "groups " + strings.Join(h.Groups, ",")})

@@ -245,7 +245,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 // given) to the group they run it for, or, when the report does not say,
 // the groups the host is in.
 func (s *Server) hostsRunning(ctx context.Context, app, only string) (map[string][]string, error) {
-	reps, err := listJSON[reportRecord](ctx, s.st, prefixReports)
+	reps, _, err := s.repo.Reports(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -260,8 +260,8 @@ func (s *Server) hostsRunning(ctx context.Context, app, only string) (map[string
 			out[host] = []string{a.Spec.Group}
 			continue
 		}
-		var h hostRecord
-		if _, err := s.lookup(ctx, prefixHosts+host, &h); err != nil {
+		h, _, err := s.repo.Host(ctx, host)
+		if err != nil && ferry.ErrorCode(err) != ferry.ENOTFOUND {
 			return nil, err
 		}
 		out[host] = h.Groups

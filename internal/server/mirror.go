@@ -153,3 +153,12 @@ func (m *mirror) wait(ctx context.Context, key string, index int64, wait time.Du
 		}
 	}
 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

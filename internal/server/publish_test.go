@@ -69,7 +69,7 @@ func startCounted(t *testing.T, mod ...func(*Config)) (*testServer, *countingBlo
 	for _, m := range mod {
 		m(&cfg)
 	}
-	srv, err := New(cfg)
+	srv, err := newServer(t, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 )
 
@@ -19,24 +19,24 @@ import (
 // A report's request still waits until its batch is committed, so an
 // agent learns when the server could not store it.
 type reportWriter struct {
-	st   state.Store
+	repo *repo.Repo
 	mu   sync.Mutex
 	next map[string]*pendingReport // host → its newest report not yet written
 	kick chan struct{}
 }
 
 type pendingReport struct {
-	value []byte
+	value repo.Report
 	done  []chan error // one per request waiting for this host's write
 }
 
-func newReportWriter(st state.Store) *reportWriter {
-	return &reportWriter{st: st, next: map[string]*pendingReport{}, kick: make(chan struct{}, 1)}
+func newReportWriter(r *repo.Repo) *reportWriter {
+	return &reportWriter{repo: r, next: map[string]*pendingReport{}, kick: make(chan struct{}, 1)}
 }
 
 // put queues host's report and returns a channel that says how its write
 // went.
-func (w *reportWriter) put(host string, value []byte) <-chan error {
+func (w *reportWriter) put(host string, value repo.Report) <-chan error {
 	done := make(chan error, 1)
 	w.mu.Lock()
 	p := w.next[host]
@@ -100,25 +100,9 @@ func (w *reportWriter) write(ctx context.Context, batch map[string]*pendingRepor
 }
 
 func (w *reportWriter) writeChunk(ctx context.Context, hosts []string, batch map[string]*pendingReport) error {
-	for {
-		swaps := make([]state.Swap, 0, len(hosts))
-		for _, h := range hosts {
-			key := prefixReports + h
-			var rev int64
-			kv, err := w.st.Get(ctx, key)
-			switch {
-			case err == nil:
-				rev = kv.Rev
-			case ferry.ErrorCode(err) != ferry.ENOTFOUND:
-				return err
-			}
-			swaps = append(swaps, state.Swap{Key: key, Rev: rev, Value: batch[h].value})
-		}
-		_, ok, err := w.st.CompareAndSwapMany(ctx, swaps)
-		if err != nil || ok {
-			return err
-		}
-		// Another server stored a report of one of these hosts meanwhile
-		// (the agent moved): read the revisions again.
+	reps := make(map[string]repo.Report, len(hosts))
+	for _, h := range hosts {
+		reps[h] = batch[h].value
 	}
+	return w.repo.PutReports(ctx, reps)
 }

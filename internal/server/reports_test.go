@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
 )
@@ -22,7 +23,7 @@ func TestReportWriterCoalesces(t *testing.T) {
 	}
 	defer st.Close()
 	counting := &countingStore{Store: st}
-	w := newReportWriter(counting)
+	w := newReportWriter(repo.New(counting))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go w.run(ctx)
@@ -32,7 +33,7 @@ func TestReportWriterCoalesces(t *testing.T) {
 	errs := make(chan error, hosts*rounds)
 	for r := range rounds {
 		for h := range hosts {
-			wg.Go(func() { errs <- <-w.put(fmt.Sprintf("h%03d", h), []byte(fmt.Sprint(r))) })
+			wg.Go(func() { errs <- <-w.put(fmt.Sprintf("h%03d", h), repo.Report{From: fmt.Sprint(r)}) })
 		}
 	}
 	wg.Wait()

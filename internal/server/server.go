@@ -1,8 +1,9 @@
 // Package server is ferry's control server: the HTTP/JSON API of package
 // api, token auth, the artifact upload and download path, agents' blocking
-// desired-state queries and reports, and the orchestrator that rolls a
-// release out to a group in health-gated batches under a lock, rolling back
-// on failure. All of its state lives in a state.Store, so a restarted server
+// desired-state queries and reports. What to deploy and who may is decided
+// here; the rollout itself (batches, health verdicts, rollback, locks,
+// leadership) is package orchestrator's. All of its state lives in a
+// state.Store, read and written through package repo, so a restarted server
 // carries on where the last one stopped.
 package server
 
@@ -21,14 +22,16 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/orchestrator"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
-	"github.com/ferrydeploy/ferry/internal/state/bolt"
 	"github.com/ferrydeploy/ferry/internal/store"
-	"github.com/ferrydeploy/ferry/internal/store/dir"
 	"github.com/ferrydeploy/ferry/internal/tlsca"
 )
 
-// Files under Config.Data; see DESIGN.md, "Server files".
+// Files under Config.Data; see DESIGN.md, "Server files". The state and
+// artifact files are where the cli opens its default stores.
 const (
 	StateFile      = "state.db"
 	ArtifactsDir   = "artifacts"
@@ -45,8 +48,9 @@ const (
 	logErr        = "err"
 )
 
-// Config configures a Server. Data is required unless State, Store and a
-// TLS certificate are all given.
+// Config configures a Server. State and Store are required: the server
+// opens no store of its own (the cli wires bolt or etcd, a directory or a
+// bucket). Data is required unless a TLS certificate is given.
 type Config struct {
 	Data      string // directory of state.db, artifacts/, tls/, admin.token
 	Listen    string // default ":7400"
@@ -54,7 +58,7 @@ type Config struct {
 	// TLSCert and TLSKey are the operator's own certificate; without them
 	// the server makes its own CA under Data/tls.
 	TLSCert, TLSKey string
-	State           state.Store // default: bolt at Data/state.db (closed by Run)
+	State           state.Store // the caller opens and closes it
 	// Leader elects the one server that drives rollouts when several share
 	// State (etcd); nil means this server is the only one.
 	Leader Leader
@@ -62,8 +66,11 @@ type Config struct {
 	// (default Data/secrets.key, made on first start; $FERRY_SECRETS_KEY
 	// overrides both). Servers sharing one state need the same key.
 	SecretsKeyFile string
-	Store          store.Store   // default: directory Data/artifacts
+	Store          store.Store   // where artifacts are kept
 	HostLostAfter  time.Duration // default 30s
+	// Retention bounds the deployments and audit events the state keeps
+	// (zero values: orchestrator's defaults).
+	Retention orchestrator.Retention
 	// DirectDownload, when set, sends agents to the store itself for
 	// artifacts, with URLs signed for this long, so the server does not
 	// carry a big fleet's downloads. The store must sign URLs (URLSigner).
@@ -89,9 +96,9 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	st         state.Store
+	repo       *repo.Repo
 	blobs      store.Store
 	signer     URLSigner // the store, when agents download from it directly
-	ownsState  bool
 	ln         net.Listener
 	tls        *tls.Config
 	url        string
@@ -107,18 +114,18 @@ type Server struct {
 	sealer        *sealer  // config secrets at rest
 	snapshots     sync.Map // config snapshot key → configSnapshot (immutable)
 
-	mu       sync.Mutex
-	leadCtx  context.Context   // while this server leads; nil otherwise
-	running  map[string]bool   // deployments with a live rollout goroutine
-	adopting map[string]bool   // deployments whose lock is being taken over
-	letGo    map[string]func() // releases a live rollout's lock, by deployment
-	wg       sync.WaitGroup
+	orch *orchestrator.Orchestrator
+	wg   sync.WaitGroup
 }
 
-// New opens the state and artifact stores, makes the TLS certificate if it
-// must, creates the admin token on first start and listens. Serving starts
-// with Run.
-func New(cfg Config) (s *Server, err error) {
+// Leader elects the one server that drives rollouts when several share
+// one state: see orchestrator.Leader.
+type Leader = orchestrator.Leader
+
+// New checks the state (upgrading the layout an older server left), makes
+// the TLS certificate if it must, creates the admin token on first start
+// and listens. Serving starts with Run.
+func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":7400"
 	}
@@ -128,7 +135,7 @@ func New(cfg Config) (s *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store, running: map[string]bool{}, adopting: map[string]bool{}, letGo: map[string]func(){}}
+	srv := &Server{cfg: cfg, log: cfg.Logger, st: cfg.State, blobs: cfg.Store}
 	s = srv
 	defer func() {
 		// srv, not s: a failing return has set s to nil.
@@ -136,27 +143,19 @@ func New(cfg Config) (s *Server, err error) {
 			srv.close()
 		}
 	}()
-	if cfg.Data != "" {
+	switch {
+	case cfg.State == nil:
+		return nil, ferry.Errorf(ferry.EINVALID, "server: no state store given")
+	case cfg.Store == nil:
+		return nil, ferry.Errorf(ferry.EINVALID, "server: no artifact store given")
+	case cfg.Data != "":
 		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
-	} else if cfg.State == nil || cfg.Store == nil || cfg.TLSCert == "" {
+	case cfg.TLSCert == "":
 		return nil, ferry.Errorf(ferry.EINVALID, "server: no data directory given")
 	}
-	if s.st == nil {
-		st, err := bolt.Open(filepath.Join(cfg.Data, StateFile), bolt.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-		s.st, s.ownsState = st, true
-	}
-	if s.blobs == nil {
-		b, err := dir.New(filepath.Join(cfg.Data, ArtifactsDir))
-		if err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-		s.blobs = b
-	}
+	s.repo = repo.New(s.st)
 	if cfg.DirectDownload > 0 {
 		if s.signer, err = checkSigner(s.blobs); err != nil {
 			return nil, err
@@ -176,14 +175,21 @@ func New(cfg Config) (s *Server, err error) {
 	if s.sealer, err = loadSealer(cfg.SecretsKeyFile, cfg.Data); err != nil {
 		return nil, err
 	}
-	if err := s.bootstrap(context.Background()); err != nil {
+	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.checkSealer(context.Background()); err != nil {
+	if err := s.checkSealer(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.repo.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.orch = orchestrator.New(orchestrator.Config{
+		Repo: s.repo, Logger: s.log, HostLostAfter: cfg.HostLostAfter, Leader: cfg.Leader, Heard: s.heardAt, Retention: cfg.Retention,
+		Audit: func(ctx context.Context, ev api.AuditEvent) { s.audit(ctx, nil, ev) },
+	})
 	s.desiredMirror = newMirror(s.st, prefixDesired)
-	s.reportW = newReportWriter(s.st)
+	s.reportW = newReportWriter(s.repo)
 	s.logHub = newLogHub()
 	s.revoker = newRevoker(s.st)
 	s.routes()
@@ -246,7 +252,7 @@ func (s *Server) AdminToken() string { return s.adminToken }
 
 // Run serves until ctx is done, resuming the rollouts a previous server
 // left running. Rollouts stop with ctx and are resumed by the next Run on
-// the same state. Run closes the state store it opened.
+// the same state. The stores stay open: their opener closes them after.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -273,7 +279,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		s.orchestrate(ctx)
+		s.orch.Run(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -308,9 +314,5 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) close() {
 	if s.ln != nil {
 		s.ln.Close()
-	}
-	if s.ownsState && s.st != nil {
-		s.st.Close()
-		s.ownsState = false
 	}
 }

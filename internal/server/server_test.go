@@ -297,7 +297,7 @@ func TestLockHeld(t *testing.T) {
 		done <- code
 	}()
 	testenv.WaitFor(t, "the deploy with wait-lock to wait for the lock", 10*time.Second, func() bool {
-		return len(done) > 0 || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/server.(*Server).acquireLock")
+		return len(done) > 0 || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/orchestrator.(*Orchestrator).acquireLock")
 	})
 	ts.report(cred, "web-1", "web", "v1", "running", "")
 	if code := <-done; code != http.StatusCreated {

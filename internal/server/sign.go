@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/signature"
 )
 
@@ -50,7 +51,7 @@ func (s *Server) addSignature(w http.ResponseWriter, r *http.Request, p *princip
 	if err := decode(r, &sig); err != nil {
 		return err
 	}
-	rel, err := update(r.Context(), s.st, releaseKey(app, n), func(rel *api.Release, exists bool) error {
+	rel, err := s.repo.UpdateRelease(r.Context(), app, n, func(rel *api.Release, exists bool) error {
 		if !exists {
 			return ferry.Errorf(ferry.ENOTFOUND, "app %s has no release %s", app, label(n))
 		}
@@ -77,26 +78,22 @@ func (s *Server) addSignature(w http.ResponseWriter, r *http.Request, p *princip
 // their blocking queries answer with its new signatures: an agent that
 // refused the release unsigned runs it once it is signed.
 func (s *Server) resign(ctx context.Context, app string, rel api.Release) error {
-	kvs, _, err := s.st.List(ctx, prefixDesired)
+	all, err := s.repo.AllDesired(ctx)
 	if err != nil {
 		return err
 	}
-	for _, kv := range kvs {
-		var d hostDesired
-		if err := unmarshal(kv, &d); err != nil {
-			return err
-		}
+	for host, d := range all {
 		if e, ok := d.Apps[app]; !ok || e.Release != rel.Number || e.Signatures == len(rel.Signatures) {
 			continue
 		}
-		_, err := update(ctx, s.st, kv.Key, func(d *hostDesired, _ bool) error {
+		err := s.repo.UpdateDesired(ctx, host, func(d *repo.Desired) bool {
 			e, ok := d.Apps[app]
 			if !ok || e.Release != rel.Number {
-				return errSkip
+				return false
 			}
 			e.Signatures = len(rel.Signatures)
 			d.Apps[app] = e
-			return nil
+			return true
 		})
 		if err != nil {
 			return err

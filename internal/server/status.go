@@ -4,10 +4,10 @@ import (
 	"cmp"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // status answers hosts × apps as the agents last reported them, limited
@@ -15,11 +15,11 @@ import (
 func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	app := r.URL.Query().Get("app")
-	hosts, err := listJSON[hostRecord](ctx, s.st, prefixHosts)
+	hosts, err := s.repo.Hosts(ctx)
 	if err != nil {
 		return err
 	}
-	reps, _, err := s.reports(ctx)
+	reps, _, err := s.repo.Reports(ctx)
 	if err != nil {
 		return err
 	}
@@ -32,9 +32,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		}
 		// A token scoped to some groups sees only the apps the host runs
 		// through one of them, not what another group runs there.
-		var through map[string]desiredEntry
+		var through map[string]repo.DesiredEntry
 		if !p.coversGroup("") {
-			d, err := s.hostDesired(ctx, h.Name)
+			d, err := s.repo.Desired(ctx, h.Name)
 			if err != nil {
 				return err
 			}
@@ -59,15 +59,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 // listApps answers the apps the server knows from artifacts and releases.
 func (s *Server) listApps(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
-	arts, err := listJSON[api.Artifact](ctx, s.st, prefixArts)
+	arts, err := s.repo.Artifacts(ctx)
 	if err != nil {
 		return err
 	}
-	rels, err := listJSON[api.Release](ctx, s.st, prefixRels)
+	rels, err := s.repo.Releases(ctx, "")
 	if err != nil {
 		return err
 	}
-	kvs, _, err := s.st.List(ctx, prefixGroup)
+	grs, err := s.repo.GroupReleases(ctx)
 	if err != nil {
 		return err
 	}
@@ -84,15 +84,10 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request, p *principal) 
 	for _, rel := range rels {
 		get(rel.App).Releases++
 	}
-	for _, kv := range kvs {
-		name, group, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefixGroup), "/")
-		var g groupRelease
-		if err := unmarshal(kv, &g); err != nil {
-			return err
-		}
-		if p.allowed(name, group) {
-			a := get(name)
-			a.Groups = append(a.Groups, api.GroupApp{Group: group, Release: g.Release})
+	for _, g := range grs {
+		if p.allowed(g.App, g.Group) {
+			a := get(g.App)
+			a.Groups = append(a.Groups, api.GroupApp{Group: g.Group, Release: g.Release})
 		}
 	}
 	out := []api.App{}
@@ -111,7 +106,7 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request, p *princip
 	if err := p.scopeApp(app); err != nil {
 		return err
 	}
-	rels, err := listJSON[api.Release](r.Context(), s.st, prefixRels+app+"/")
+	rels, err := s.repo.Releases(r.Context(), app)
 	if err != nil {
 		return err
 	}

@@ -393,7 +393,7 @@ func TestRollbackJudgedOnFreshReports(t *testing.T) {
 	// The old report must have been looked at: the rollout waits for the
 	// next report or tick only once it judged the reports it has.
 	ts.waitDeployment(rb.ID, "judging the reports it has", func(d api.Deployment) bool {
-		return d.State != api.DeployRunning || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/server.(*Server).waitHealthy")
+		return d.State != api.DeployRunning || testenv.BlockedIn("github.com/ferrydeploy/ferry/internal/orchestrator.(*Orchestrator).waitHealthy")
 	})
 	ts.report(cred, "web-1", "web", "v1", "running", "")
 	rb = ts.waitDeployment(rb.ID, "over", func(d api.Deployment) bool { return d.State != api.DeployRunning })

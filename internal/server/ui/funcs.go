@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry"
 )
 
 // funcs are the templates' helpers.
@@ -28,13 +28,14 @@ var funcs = template.FuncMap{
 	},
 	// stateClass colours a deployment's, a host's or a release's state;
 	// the state is always written out too.
-	"stateClass": func(state string) string {
-		switch state {
-		case api.DeploySucceeded, "healthy":
+	// It takes any of ferry's typed states.
+	"stateClass": func(state any) string {
+		switch fmt.Sprint(state) {
+		case string(ferry.DeploySucceeded), string(ferry.Healthy):
 			return "ok"
-		case api.DeployFailed, "unhealthy":
+		case string(ferry.DeployFailed), string(ferry.Unhealthy):
 			return "bad"
-		case api.DeployRolledBack, api.DeployWaiting:
+		case string(ferry.DeployRolledBack), string(ferry.DeployWaiting):
 			return "warn"
 		}
 		return "busy"

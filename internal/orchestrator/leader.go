@@ -1,10 +1,11 @@
-package server
+package orchestrator
 
 import (
 	"context"
 	"time"
 
-	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/repo"
 )
 
 // Leader decides which of several servers sharing one state drives the
@@ -18,58 +19,66 @@ type Leader interface {
 
 // orchestrate drives rollouts while this server leads: it resumes the
 // deployments left running, then takes on each new one as its record
-// appears. Without a Config.Leader the server always leads.
-func (s *Server) orchestrate(ctx context.Context) {
+// appears; and it prunes the history (see Retention). Without a
+// Config.Leader the server always leads.
+func (o *Orchestrator) orchestrate(ctx context.Context) {
 	for ctx.Err() == nil {
 		lctx := ctx
-		if s.cfg.Leader != nil {
+		if o.cfg.Leader != nil {
 			var err error
-			if lctx, err = s.cfg.Leader.Lead(ctx); err != nil {
+			if lctx, err = o.cfg.Leader.Lead(ctx); err != nil {
 				if ctx.Err() == nil {
-					s.log.Warn("campaign for leadership", logErr, err)
+					o.log.Warn("campaign for leadership", logErr, err)
 					sleep(ctx, time.Second)
 				}
 				continue
 			}
-			s.log.Info("leading: this server drives rollouts")
+			o.log.Info("leading: this server drives rollouts")
 		}
-		s.mu.Lock()
-		s.leadCtx = lctx
-		s.mu.Unlock()
-		s.lead(lctx)
-		s.mu.Lock()
-		s.leadCtx = nil
-		s.mu.Unlock()
+		o.mu.Lock()
+		o.leadCtx = lctx
+		o.mu.Unlock()
+		pctx, stopPruning := context.WithCancel(lctx)
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.pruneLoop(pctx)
+		}()
+		o.lead(lctx)
+		stopPruning()
+		o.mu.Lock()
+		o.leadCtx = nil
+		o.mu.Unlock()
 		if ctx.Err() == nil {
-			s.log.Warn("no longer leading: another server drives rollouts")
+			o.log.Warn("no longer leading: another server drives rollouts")
 		}
 	}
 }
 
 // lead adopts running deployments until ctx ends: those listed now, then
 // each one a watch reports, listing again whenever the watch breaks.
-func (s *Server) lead(ctx context.Context) {
+func (o *Orchestrator) lead(ctx context.Context) {
 	for ctx.Err() == nil {
-		rev, err := s.resume(ctx)
+		rev, err := o.resume(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("resume rollouts", logErr, err)
+				o.log.Error("resume rollouts", logErr, err)
 				sleep(ctx, time.Second)
 			}
 			continue
 		}
-		w, err := s.st.Watch(ctx, prefixDeploys, rev)
+		w, err := o.st.Watch(ctx, repo.PrefixDeploys, rev)
 		if err != nil {
 			sleep(ctx, time.Second)
 			continue
 		}
 		for ev := range w.C {
-			var rec deployRecord
-			if ev.Type != "put" || unmarshal(ev.KV, &rec) != nil {
+			var rec repo.Deployment
+			if ev.Type != "put" || repo.Unmarshal(ev.KV, &rec) != nil {
 				continue
 			}
 			if runnable(rec) {
-				s.adopt(ctx, rec)
+				o.adopt(ctx, rec)
 			}
 		}
 	}
@@ -77,8 +86,8 @@ func (s *Server) lead(ctx context.Context) {
 
 // runnable reports whether rec is a deployment the leader must drive.
 // Automatic rollbacks are driven by their parent.
-func runnable(rec deployRecord) bool {
-	return !rec.Auto && (rec.State == api.DeployRunning || rec.State == api.DeployWaiting)
+func runnable(rec repo.Deployment) bool {
+	return !rec.Auto && (rec.State == ferry.DeployRunning || rec.State == ferry.DeployWaiting)
 }
 
 func sleep(ctx context.Context, d time.Duration) {
