@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"time"
 
@@ -50,18 +52,26 @@ func (c *Client) ArtifactSource() fetch.Source {
 	tr.ResponseHeaderTimeout = 30 * time.Second
 	tr.DisableCompression = true // the digest is of the bytes as stored
 	hosts := map[string]bool{}
+	var order []string
 	for _, b := range c.bases {
+		if !hosts[b.Host] {
+			order = append(order, b.Host)
+		}
 		hosts[b.Host] = true
 	}
 	other := fetch.NewHTTP().Client.Transport
-	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, other: other, hosts: hosts, token: c.token}}}
+	return fetch.HTTP{Client: &http.Client{Transport: &authTransport{base: tr, other: other, hosts: hosts, order: order, token: c.token}}}
 }
 
 // authTransport adds the bearer credential to requests for the client's
-// servers, and sends requests for any other host through other.
+// servers, and sends requests for any other host through other. A GET or
+// HEAD for one of its servers that cannot connect (the server that wrote
+// the desired state died, and another serves the same state) is tried on
+// the others in turn.
 type authTransport struct {
 	base, other http.RoundTripper
 	hosts       map[string]bool
+	order       []string // the servers, as given
 	token       string
 }
 
@@ -69,12 +79,27 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.hosts[req.URL.Host] {
 		return t.other.RoundTrip(req)
 	}
-	if t.token == "" || req.Header.Get("Authorization") != "" {
-		return t.base.RoundTrip(req)
+	try := []string{req.URL.Host}
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		for _, h := range t.order {
+			if h != req.URL.Host {
+				try = append(try, h)
+			}
+		}
 	}
-	r := req.Clone(req.Context())
-	r.Header.Set("Authorization", "Bearer "+t.token)
-	return t.base.RoundTrip(r)
+	for i, host := range try {
+		r := req.Clone(req.Context())
+		r.URL.Host, r.Host = host, ""
+		if t.token != "" && req.Header.Get("Authorization") == "" {
+			r.Header.Set("Authorization", "Bearer "+t.token)
+		}
+		resp, err := t.base.RoundTrip(r)
+		var op *net.OpError
+		if err == nil || i == len(try)-1 || !errors.As(err, &op) || op.Op != "dial" || req.Context().Err() != nil {
+			return resp, err
+		}
+	}
+	panic("unreachable")
 }
 
 // WatchDesired follows this agent's desired state with blocking queries of

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -79,5 +81,38 @@ func TestArtifactSourceCredentialStaysHome(t *testing.T) {
 	}
 	if len(seen) != 2 || seen[0] != host+" Bearer agent-secret" || strings.Contains(seen[1], "agent-secret") {
 		t.Errorf("requests: %q", seen)
+	}
+}
+
+// TestArtifactSourceFailsOver: the artifact URL names the server that
+// wrote the desired state; when nothing listens there any more (it was
+// killed, and another server of the same state answers), the download is
+// tried on the agent's other servers, with its credential.
+func TestArtifactSourceFailsOver(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Host+" "+r.Header.Get("Authorization"))
+		w.Write([]byte("bytes"))
+	}))
+	defer srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now
+	c, err := New(dead+","+srv.URL, "agent-secret", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(dead + "/v1/artifacts/ab")
+	rc, _, err := c.ArtifactSource().Open(t.Context(), u, 0)
+	if err != nil {
+		t.Fatalf("download from a dead server with another one up: %v", err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "bytes" || len(seen) != 1 || seen[0] != strings.TrimPrefix(srv.URL, "http://")+" Bearer agent-secret" {
+		t.Errorf("got %q; requests %q", b, seen)
 	}
 }
