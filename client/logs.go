@@ -22,6 +22,7 @@ type LogQuery struct {
 	Lines              int           // from the end of each instance's log; 0: the server's default, -1: all
 	Since              time.Duration // only lines this recent
 	Follow             bool
+	Hooks              bool // the hook log instead of the processes' logs
 }
 
 // Logs streams the log lines q selects from the agents, calling fn with
@@ -44,6 +45,9 @@ func (c *Client) Logs(ctx context.Context, q LogQuery, fn func(api.LogLine)) err
 	}
 	if q.Follow {
 		v.Set("follow", "1")
+	}
+	if q.Hooks {
+		v.Set("hooks", "1")
 	}
 	base := c.base()
 	u := *base

@@ -91,7 +91,7 @@ processes:
 			t.Errorf("%s after its post hook: %v %v, want it read-only", p, fi.Mode(), err)
 		}
 	}
-	hookLog := must(os.ReadFile(filepath.Join(root, "apps", "prep", "logs", "hooks.log")))
+	hookLog := must(os.ReadFile(filepath.Join(root, "apps", "prep", "hooks.log")))
 	if !strings.Contains(string(hookLog), "prepared ") {
 		t.Errorf("hooks.log lacks the hook's output:\n%s", hookLog)
 	}

@@ -135,8 +135,15 @@ func TestWebUI(t *testing.T) {
 	do("open the overview", chromedp.Navigate(srv.url+"/"), chromedp.WaitVisible(css("table.matrix")))
 	eval("mark the page", `window.ferryMark = 2`)
 	until("the matrix shows v2", cellIs("web-1", "v2")+" && "+cellIs("web-2", "v2"), 30*time.Second)
-	must(0, "rollback", "hello", "--to", "prod", "--detach")
+	var rb struct{ ID string }
+	if err := json.Unmarshal([]byte(must(0, "rollback", "hello", "--to", "prod", "--detach", "-o", "json").stdout), &rb); err != nil || rb.ID == "" {
+		t.Fatalf("rollback --detach -o json: %v", err)
+	}
 	until("the matrix changes to v1 without a reload", cellIs("web-1", "v1")+" && "+cellIs("web-2", "v1")+" && window.ferryMark === 2", 60*time.Second)
+	// The hosts report v1 before the server records the rollback's end,
+	// which is when v1 becomes the group's release: wait for that, not
+	// for the matrix, before asking what a rollback would do next.
+	waitDeployment(t, srv, rb.ID, 60*time.Second, "succeeded")
 
 	// Roll back from the browser: the last release healthy everywhere
 	// before v1 is v2 (which ferry rollback --dry-run says too).

@@ -17,6 +17,7 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent/health"
 	"github.com/ferrydeploy/ferry/internal/agent/hook"
 	"github.com/ferrydeploy/ferry/internal/agent/install"
+	"github.com/ferrydeploy/ferry/internal/agent/logship"
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/desired"
@@ -657,13 +658,13 @@ func releaseName(want *desired.App, id string) string {
 // maxHookLog is the size at which an app's hook log is rotated once.
 const maxHookLog = 10 << 20
 
-// openHookLog opens the app's hook log, logs/hooks.log, for appending,
-// after a line naming the deploy: what `ferry logs APP --hooks` shows. A
-// log that cannot be opened costs the deploy nothing but its record.
+// openHookLog opens the app's hook log, ROOT/apps/APP/hooks.log, for
+// appending, after a line naming the deploy: what `ferry logs APP
+// --hooks` shows (beside logs/, whose files are the processes'). A log
+// that cannot be opened costs the deploy nothing but its record.
 func (r *appRunner) openHookLog(want *desired.App) io.WriteCloser {
-	dir := filepath.Join(r.dir.Path, "logs")
-	path := filepath.Join(dir, HookLogName)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	path := filepath.Join(r.dir.Path, HookLogName)
+	if err := os.MkdirAll(r.dir.Path, 0o750); err != nil {
 		r.a.log.Warn("hook log", "app", r.name, "err", err)
 		return nopCloser{io.Discard}
 	}
@@ -679,8 +680,8 @@ func (r *appRunner) openHookLog(want *desired.App) io.WriteCloser {
 	return f
 }
 
-// HookLogName is the file under an app's logs/ its hooks' output goes to.
-const HookLogName = "hooks.log"
+// HookLogName is the file in an app's directory its hooks' output goes to.
+const HookLogName = logship.HookLog
 
 type nopCloser struct{ io.Writer }
 

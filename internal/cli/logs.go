@@ -35,7 +35,8 @@ the terminal; piped, or with -o json, the bytes are kept.`,
 		Example: `  ferry logs hello
   ferry logs hello --host web-1 --process web -n 200
   ferry logs hello -f
-  ferry logs hello --since 10m -o json`,
+  ferry logs hello --since 10m -o json
+  ferry logs hello --hooks --host web-1   # the hooks' output there: why npm ci failed`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if err := checkOutput(output); err != nil {
@@ -65,6 +66,7 @@ the terminal; piped, or with -o json, the bytes are kept.`,
 	f.IntVarP(&q.Lines, "lines", "n", 100, "lines from the end of each instance's log (-1: all)")
 	f.DurationVar(&q.Since, "since", 0, "only lines this recent, e.g. 10m")
 	f.BoolVarP(&q.Follow, "follow", "f", false, "keep printing new lines")
+	f.BoolVar(&q.Hooks, "hooks", false, "the output of the app's hooks (pre, post, success, failure), each deploy after a line naming it")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

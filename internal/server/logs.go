@@ -117,7 +117,8 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request, p *principal) erro
 	ctx, release := s.revoker.hold(r.Context(), p)
 	defer release()
 	q := r.URL.Query()
-	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true"}
+	req := api.LogRequest{App: q.Get("app"), Process: q.Get("process"), Lines: 100, Follow: q.Get("follow") == "1" || q.Get("follow") == "true",
+		Hooks: q.Get("hooks") == "1" || q.Get("hooks") == "true"}
 	if err := ferry.CheckAppName(req.App); err != nil {
 		return ferry.WrapError(ferry.EINVALID, err, "logs: app")
 	}

@@ -63,6 +63,19 @@ func TestLogs(t *testing.T) {
 	if len(got) != 1 || !strings.Contains(got[0], "no logs of hello nope") {
 		t.Fatalf("logs of a process without logs: %q", got)
 	}
+	// The hook log, apart from the processes' logs.
+	got, _ = collect(admin, client.LogQuery{App: "hello", Hooks: true})
+	if len(got) != 1 || !strings.Contains(got[0], "no logs of hooks of hello") {
+		t.Fatalf("hook logs before any hook ran: %q", got)
+	}
+	os.WriteFile(filepath.Join(apps, "hello", "hooks.log"), []byte("==== "+recent+" deploy v1 (sha256 0123456789ab)\nnpm ERR! code E404\n"), 0o640)
+	got, _ = collect(admin, client.LogQuery{App: "hello", Hooks: true})
+	if len(got) != 2 || got[1] != "web-1 hooks ERR! code E404" {
+		t.Fatalf("logs --hooks: %q", got)
+	}
+	if got, _ = collect(admin, client.LogQuery{App: "hello"}); strings.Contains(strings.Join(got, "|"), "E404") {
+		t.Fatalf("the processes' logs hold the hook log: %q", got)
+	}
 
 	// Follow, then go away: the agent's side ends too.
 	fctx, stop := context.WithCancel(context.Background())

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -97,16 +98,22 @@ func tail(ctx context.Context, appsDir string, rq api.LogRequest, out *encoder) 
 			return fmt.Errorf("process: %w", err)
 		}
 	}
-	pattern := "*.log"
+	pattern := "*.*.log" // PROCESS.N.log
 	if rq.Process != "" {
 		pattern = rq.Process + ".*.log"
 	}
 	paths, _ := filepath.Glob(filepath.Join(appsDir, rq.App, "logs", pattern))
-	if len(paths) == 0 {
-		what := rq.App
-		if rq.Process != "" {
-			what += " " + rq.Process
+	what := rq.App
+	if rq.Process != "" {
+		what += " " + rq.Process
+	}
+	if rq.Hooks {
+		paths, what = nil, "hooks of "+rq.App
+		if p := filepath.Join(appsDir, rq.App, HookLog); fileExists(p) {
+			paths = []string{p}
 		}
+	}
+	if len(paths) == 0 {
 		return fmt.Errorf("no logs of %s on this host", what)
 	}
 	n := rq.Lines
@@ -120,7 +127,11 @@ func tail(ctx context.Context, appsDir string, rq api.LogRequest, out *encoder) 
 	var wg sync.WaitGroup
 	errs := make([]error, len(paths))
 	for i, p := range paths {
-		w := &lineWriter{instance: strings.TrimSuffix(filepath.Base(p), ".log"), cutoff: cutoff, out: out}
+		instance := strings.TrimSuffix(filepath.Base(p), ".log")
+		if rq.Hooks {
+			instance = api.HooksInstance
+		}
+		w := &lineWriter{instance: instance, cutoff: cutoff, out: out}
 		if !rq.Follow {
 			if err := logfile.Tail(ctx, p, n, false, w); err != nil {
 				return err
@@ -181,4 +192,13 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// HookLog is where an app's hook output is kept, under its directory
+// (the agent writes it; see agent.HookLogName).
+const HookLog = "hooks.log"
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
