@@ -538,16 +538,26 @@ func deployFailure(d api.Deployment) string {
 	if d.Error != "" {
 		fmt.Fprintf(&b, ": %s", strings.ReplaceAll(d.Error, "\n", " "))
 	}
+	// The server's error names each failed host with its reason; without
+	// one, say which hosts failed. Either way each failed host's check and
+	// the last lines it printed follow, from the agent's Failure.
 	var bad []string
+	var printed strings.Builder
 	for _, h := range hostsInOrder(d) {
 		hr := d.Hosts[h]
-		// The server's error usually names the failed hosts already.
-		if (hr.State == "failed" || hr.Error != "") && !strings.Contains(d.Error, h) {
+		if hr.State != ferry.HostFailed && hr.Error == "" {
+			continue
+		}
+		if d.Error == "" {
 			s := h
 			if hr.Error != "" {
 				s += " (" + strings.ReplaceAll(hr.Error, "\n", " ") + ")"
 			}
 			bad = append(bad, s)
+		}
+		if f := hr.Failure; f != nil && f.Output != "" {
+			what := cmp.Or(f.Check, string(f.Kind))
+			fmt.Fprintf(&printed, "\n%s: %s printed:\n%s", h, what, indent(f.Output, "  "))
 		}
 	}
 	if len(bad) > 0 {
@@ -561,7 +571,7 @@ func deployFailure(d api.Deployment) string {
 	case !d.AutoRollback:
 		fmt.Fprintf(&b, "; not rolled back (auto-rollback off): touched hosts keep v%d (ferry rollback %s --to %s)", d.Release, d.App, d.Group)
 	}
-	return b.String()
+	return b.String() + printed.String()
 }
 
 // retryable reports whether err is worth asking again: no answer came, or
@@ -572,4 +582,9 @@ func retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// indent puts prefix before every line of s.
+func indent(s, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix)
 }

@@ -187,7 +187,10 @@ func TestDeployFailure(t *testing.T) {
 	first := d
 	first.From = 0
 	unnamed := d
-	unnamed.Error = "batch 1 failed"
+	unnamed.Error = "" // the server gave no summary: the CLI names the hosts
+	withOutput := d
+	withOutput.Hosts = map[string]api.HostRollout{"web-1": d.Hosts["web-1"], "web-2": {Batch: 1, State: "failed", Error: "v4: post hook `npm ci` failed: exit status 1",
+		Failure: &ferry.Failure{Kind: ferry.FailHook, Check: "post hook `npm ci`", Message: "exit status 1", Output: "npm ERR! code E404\nnpm ERR! 404 Not Found: left-pad@9.9.9"}}}
 	for _, tc := range []struct {
 		name string
 		d    api.Deployment
@@ -196,7 +199,8 @@ func TestDeployFailure(t *testing.T) {
 		{"rolled back", d, "deploy hello v4 to prod (rolling, batch 50%, from v3) rolled-back: web-2: v4: health http /healthz: 500; rolled back to v3"},
 		{"first release", first, "; rolled back: the touched hosts no longer run it"},
 		{"no auto rollback", noAuto, "failed: web-2: v4: health http /healthz: 500; not rolled back (auto-rollback off): touched hosts keep v4 (ferry rollback hello --to prod)"},
-		{"hosts not in the error", unnamed, "rolled-back: batch 1 failed; failed on web-2 (v4: health http /healthz: 500); rolled back to v3"},
+		{"no summary from the server", unnamed, "rolled-back; failed on web-2 (v4: health http /healthz: 500); rolled back to v3"},
+		{"the hook's last lines", withOutput, "; rolled back to v3\nweb-2: post hook `npm ci` printed:\n  npm ERR! code E404\n  npm ERR! 404 Not Found: left-pad@9.9.9"},
 	} {
 		if got := deployFailure(tc.d); !strings.Contains(got, tc.want) {
 			t.Errorf("%s:\n got %s\nwant …%s…", tc.name, got, tc.want)
