@@ -314,7 +314,7 @@ func (o *Orchestrator) waitPromote(ctx context.Context, rec *repo.Deployment) er
 // healthy within the health timeout (see Verdict). Only reports received
 // after since count, for success and failure alike.
 func (o *Orchestrator) waitHealthy(ctx context.Context, rec *repo.Deployment, hosts []string, since time.Time) error {
-	deadline := time.Now().Add(rec.HealthTimeout)
+	deadline := time.Now().Add(rec.HealthTimeout + verdictGrace(rec.HealthTimeout))
 	known := map[string]repo.Host{}
 	for _, name := range hosts {
 		h, _, err := o.repo.Host(ctx, name)
@@ -420,4 +420,13 @@ func (o *Orchestrator) nudges(ctx context.Context, prefix string, rev int64) <-c
 		}
 	}()
 	return c
+}
+
+// verdictGrace is how long past a batch's health timeout the server waits
+// before it calls the batch failed: the agents measure the same timeout
+// from a moment later (once their download is done), and their own
+// verdict, which says why (the check's status and body, the crash), must
+// come first when it can. 2 s and a tenth of the timeout, at most 10 s.
+func verdictGrace(timeout time.Duration) time.Duration {
+	return min(2*time.Second+timeout/10, 10*time.Second)
 }

@@ -128,7 +128,11 @@ func progress(as *api.AppStatus) string {
 	var bad []string
 	for _, p := range as.Processes {
 		if p.Health != ferry.Healthy {
-			bad = append(bad, fmt.Sprintf("%s.%d is %s", p.Process, p.Instance, cmp.Or(string(p.Health), "unknown")))
+			s := fmt.Sprintf("%s.%d is %s", p.Process, p.Instance, cmp.Or(string(p.Health), "unknown"))
+			if p.LastError != "" { // the check's last result: status and body, or the dial error
+				s += " (" + p.LastError + ")"
+			}
+			bad = append(bad, s)
 		}
 	}
 	s := fmt.Sprintf(" (the host reports %s %s", cmp.Or(as.Label, as.Release), as.State)

@@ -92,6 +92,11 @@ func TestVerdict(t *testing.T) {
 			c.App = running(2, api.ProcessStatus{Process: "web", Instance: 2, Health: ferry.Unhealthy})
 			c.LastSeen = c.Now
 		}, Result{State: ferry.HostFailed, Error: "release v2 not running healthy after 1m0s (the host reports v2 running: web.2 is unhealthy)"}},
+		{"timeout says what the check last said", func(c *Check) {
+			c.Now = c.Deadline.Add(time.Millisecond)
+			c.App = running(2, api.ProcessStatus{Process: "web", Instance: 1, Health: ferry.Unhealthy, LastError: `health: GET http://127.0.0.1:4321/healthz: status 500, want 2xx or 3xx; body: "db down"`})
+			c.LastSeen = c.Now
+		}, Result{State: ferry.HostFailed, Error: `release v2 not running healthy after 1m0s (the host reports v2 running: web.1 is unhealthy (health: GET http://127.0.0.1:4321/healthz: status 500, want 2xx or 3xx; body: "db down"))`}},
 		{"timeout, the app not reported", func(c *Check) {
 			c.Now, c.App, c.LastSeen = c.Deadline.Add(time.Millisecond), nil, c.Deadline
 		}, Result{State: ferry.HostFailed, Error: "release v2 not running healthy after 1m0s (the host has not reported the app)"}},
@@ -115,5 +120,19 @@ func TestVerdict(t *testing.T) {
 				t.Errorf("Verdict = %+v\n want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestVerdictGrace: the server gives the agents' own verdict time to come
+// before its health timeout, bounded.
+func TestVerdictGrace(t *testing.T) {
+	for timeout, want := range map[time.Duration]time.Duration{
+		3 * time.Second:  2300 * time.Millisecond,
+		time.Minute:      8 * time.Second,
+		10 * time.Minute: 10 * time.Second,
+	} {
+		if got := verdictGrace(timeout); got != want {
+			t.Errorf("verdictGrace(%s) = %s, want %s", timeout, got, want)
+		}
 	}
 }

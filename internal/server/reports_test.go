@@ -3,11 +3,16 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/api"
 	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
@@ -62,4 +67,27 @@ type countingStore struct {
 func (c *countingStore) CompareAndSwapMany(ctx context.Context, swaps []state.Swap) (int64, bool, error) {
 	c.swaps.Add(1)
 	return c.Store.CompareAndSwapMany(ctx, swaps)
+}
+
+// TestAgentVerdictComesFirst: an agent measures the same health timeout
+// from a moment later than the server; its verdict, which says why (the
+// check's status), arrives just after the server's timeout and must be
+// what the deployment reports, not "not running healthy".
+func TestAgentVerdictComesFirst(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	web := ts.publish("web", "1.0.0")
+	cred := ts.join("web-1", "prod")
+	var d api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "prod", SHA256: web.SHA256, HealthTimeout: time.Second}, &d)
+	want := ts.waitDesired(cred, "web", "v1").Doc.Apps["web"]
+	ts.report(cred, "web-1", "web", "v1", "installing", "")
+	time.Sleep(1200 * time.Millisecond) // past the server's 1 s: the agent's own timeout ends now
+	failed := &api.AppStatus{Release: "v1-1a2b3c4d", Label: "v1", Number: 1, SHA256: web.SHA256, State: ferry.AppFailed, Rejected: &want,
+		Error:   "release v1-1a2b3c4d: web.1 of v1-1a2b3c4d not ready after 1s (unhealthy: health: GET /healthz: status 500)",
+		Failure: &ferry.Failure{Kind: ferry.FailHealth, Release: "v1-1a2b3c4d", Message: "web.1 of v1-1a2b3c4d not ready after 1s (unhealthy: health: GET /healthz: status 500)"}}
+	ts.must(http.StatusNoContent, "POST", api.PathReport, cred, api.Report{State: api.HostReport{Host: "web-1", Apps: map[string]*api.AppStatus{"web": failed}}}, nil)
+	d = ts.waitDeployment(d.ID, "over", func(d api.Deployment) bool { return d.State.Ended() })
+	if !strings.Contains(d.Error, "status 500") {
+		t.Errorf("deployment error %q does not carry the agent's reason", d.Error)
+	}
 }
