@@ -77,6 +77,8 @@ type Artifact struct {
 	Version  string    `json:"version"`
 	Commit   string    `json:"commit,omitempty"` // the source's git commit, when built from git
 	Dirty    bool      `json:"dirty,omitempty"`  // built from a tree with uncommitted changes
+	OS       string    `json:"os,omitempty"`     // the target it was built for, from its meta.json
+	Arch     string    `json:"arch,omitempty"`
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
 	By       string    `json:"by"`
@@ -224,7 +226,9 @@ type Host struct {
 	Name     string                `json:"name"`
 	Groups   []string              `json:"groups"`
 	LastSeen time.Time             `json:"last_seen"`
-	Lost     bool                  `json:"lost"` // no heartbeat for a while
+	Lost     bool                  `json:"lost"`         // no heartbeat for a while
+	OS       string                `json:"os,omitempty"` // as the host last reported
+	Arch     string                `json:"arch,omitempty"`
 	Apps     map[string]*AppStatus `json:"apps"`
 }
 

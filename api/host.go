@@ -16,6 +16,8 @@ type HostReport struct {
 	Desired string                `json:"desired,omitempty"` // where the agent reads its desired state
 	Updated time.Time             `json:"updated"`
 	Error   string                `json:"error,omitempty"` // reading the desired state
+	OS      string                `json:"os,omitempty"`    // GOOS and GOARCH of the agent's binary
+	Arch    string                `json:"arch,omitempty"`
 	Apps    map[string]*AppStatus `json:"apps"`
 }
 

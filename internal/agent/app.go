@@ -3,10 +3,12 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -594,16 +596,25 @@ func (r *appRunner) resume(as *AppState) {
 	}
 }
 
-// readApp reads the ferry.yaml (and Procfile) inside an artifact.
+// readApp reads the ferry.yaml (and Procfile) inside an artifact, and
+// refuses one built for another os/arch than this agent runs on: before
+// anything stops, not when the kernel refuses to exec its binary.
 func readApp(path string) (*ferry.App, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	files, err := artifact.ReadFiles(f, spec.FileName, spec.ProcfileName)
+	files, err := artifact.ReadFiles(f, spec.FileName, spec.ProcfileName, ferry.MetaPath)
 	if err != nil {
 		return nil, err
+	}
+	if b := files[ferry.MetaPath]; b != nil {
+		var m ferry.Meta
+		if err := json.Unmarshal(b, &m); err == nil && m.OS != "" && (m.OS != runtime.GOOS || m.Arch != runtime.GOARCH) {
+			return nil, ferry.Errorf(ferry.EINVALID, "artifact %s (%s %s) was built for %s/%s; this host is %s/%s: build it with ferry build --os %s --arch %s",
+				filepath.Base(path), m.App, m.Version, m.OS, m.Arch, runtime.GOOS, runtime.GOARCH, runtime.GOOS, runtime.GOARCH)
+		}
 	}
 	if files[spec.FileName] == nil {
 		return nil, ferry.Errorf(ferry.EINVALID, "artifact %s has no %s", filepath.Base(path), spec.FileName)

@@ -1,12 +1,17 @@
 package agent
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ferrydeploy/ferry/internal/artifact"
 )
 
 // TestSecretsOnlyInEnvFile: the app's config (secrets among it) is on the
@@ -71,4 +76,38 @@ func TestSecretsOnlyInEnvFile(t *testing.T) {
 		t.Errorf("the app's env files outlived it: %v", err)
 	}
 	noSecret("after the app left")
+}
+
+// TestRefusesAnotherArch: an artifact built for another os/arch is refused
+// before anything stops, naming both; the running release keeps running.
+func TestRefusesAnotherArch(t *testing.T) {
+	root := t.TempDir()
+	desiredPath := filepath.Join(t.TempDir(), "desired.yaml")
+	art, sum := buildApp(t, "app", "v1", healthyWeb)
+	writeDesired(t, desiredPath, "apps:\n"+entry("app", art, sum, ""))
+	ta := startAgent(t, root, desiredPath)
+	st := ta.until("v1 running", 20*time.Second, running("app", sum, 2))
+	before := pids(st.Apps["app"])
+
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte("app: app\nbuild:\n  command: \"true\"\ninclude: [bin/]\n"+healthyWeb), 0o644)
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "serve"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755)
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	res, err := artifact.Build(context.Background(), dir, artifact.BuildOptions{Version: "v2", Arch: other, OutDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeDesired(t, desiredPath, "apps:\n"+entry("app", res.Path, res.SHA256, ""))
+	st = ta.until("v2 refused", 20*time.Second, func(st *State) bool { return st.Apps["app"].State == AppFailed })
+	as := st.Apps["app"]
+	if !strings.Contains(as.Error, "built for linux/"+other) || as.Failure == nil || as.Failure.Kind != "config" {
+		t.Errorf("the refusal says %q (%+v)", as.Error, as.Failure)
+	}
+	if got := pids(as); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Errorf("the running release's processes changed from %v to %v", before, got)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -202,7 +203,8 @@ func (as *AppState) reject(want *desired.App) {
 // needs — how to adopt its processes, config digests — stays here.
 func (st *State) Report() api.HostReport {
 	r := st.Redacted()
-	out := api.HostReport{Host: r.Host, Agent: r.Agent, Desired: r.Desired, Updated: r.Updated, Error: r.Error, Apps: make(map[string]*api.AppStatus, len(r.Apps))}
+	out := api.HostReport{Host: r.Host, Agent: r.Agent, Desired: r.Desired, Updated: r.Updated, Error: r.Error,
+		OS: runtime.GOOS, Arch: runtime.GOARCH, Apps: make(map[string]*api.AppStatus, len(r.Apps))}
 	for name, as := range r.Apps {
 		a := &api.AppStatus{
 			Release: as.Release, Label: as.Label, Number: as.Number, SHA256: as.SHA256, State: as.State, Error: as.Error, Failure: as.Failure,

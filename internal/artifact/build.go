@@ -46,7 +46,7 @@ var (
 	packageMainRe = regexp.MustCompile(`(?m)^package main\b`)
 )
 
-// Build compiles and packs the app in dir into OutDir/<app>-<version>.<format>
+// Build compiles and packs the app in dir into OutDir/<app>-<version>-<os>-<arch>.<format>
 // and writes its sha256 beside it in sha256sum's format. The archive is
 // written to a temporary file and renamed, so a failed build never leaves a
 // half artifact under the final name.
@@ -148,7 +148,9 @@ func Build(ctx context.Context, dir string, opt BuildOptions) (*Result, error) {
 	if err := os.MkdirAll(opt.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	final := filepath.Join(opt.OutDir, app.Name+"-"+version+"."+opt.Format)
+	// The target is in the name: builds of one version for two
+	// architectures are two artifacts, side by side in dist/.
+	final := filepath.Join(opt.OutDir, app.Name+"-"+version+"-"+opt.OS+"-"+opt.Arch+"."+opt.Format)
 	res, err := packFile(final, entries, opt.Format, meta.Built)
 	if err != nil {
 		return nil, err

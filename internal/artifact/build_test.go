@@ -91,11 +91,11 @@ func TestBuildGoAppIsReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := filepath.Join(dir, "dist", "tiny-v1.0.0.tar.zst"); r1.Path != want {
+	if want := filepath.Join(dir, "dist", "tiny-v1.0.0-linux-amd64.tar.zst"); r1.Path != want {
 		t.Fatalf("path %s, want %s", r1.Path, want)
 	}
 	sidecar, err := os.ReadFile(r1.Path + ".sha256")
-	if err != nil || string(sidecar) != r1.SHA256+"  tiny-v1.0.0.tar.zst\n" {
+	if err != nil || string(sidecar) != r1.SHA256+"  tiny-v1.0.0-linux-amd64.tar.zst\n" {
 		t.Fatalf("sha256 file = %q, %v", sidecar, err)
 	}
 	sum, size, _ := FileSHA256(r1.Path)
@@ -144,7 +144,7 @@ func TestBuildCommandApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(res.Path, "site-1.2.3.tar.gz") {
+	if !strings.HasSuffix(res.Path, "site-1.2.3-linux-amd64.tar.gz") {
 		t.Fatalf("path %s", res.Path)
 	}
 	meta, names := readMeta(t, res.Path)
@@ -181,6 +181,33 @@ func TestBuildErrorsSayWhatToFix(t *testing.T) {
 		}
 		if ferry.ErrorCode(err) != ferry.EINVALID {
 			t.Errorf("files %v: error kind %q, want invalid", tt.files, ferry.ErrorCode(err))
+		}
+	}
+}
+
+// TestBuildTargetsSideBySide: a build of one version for two targets makes
+// two artifacts, named by their target, not one overwriting the other.
+func TestBuildTargetsSideBySide(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte("app: site\nbuild:\n  command: \"true\"\ninclude: [index.html]\nprocesses:\n  web:\n    command: \"true\"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "index.html"), []byte("hi"), 0o644)
+	var paths []string
+	for _, arch := range []string{"amd64", "arm64"} {
+		res, err := Build(context.Background(), dir, BuildOptions{Version: "1.0.0", Arch: arch, Output: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meta, _ := readMeta(t, res.Path); meta.Arch != arch {
+			t.Errorf("%s: meta says %s", res.Path, meta.Arch)
+		}
+		paths = append(paths, res.Path)
+	}
+	if paths[0] == paths[1] {
+		t.Fatalf("both targets built to %s", paths[0])
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
 		}
 	}
 }

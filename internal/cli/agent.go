@@ -60,7 +60,7 @@ no request is dropped. The desired-state document:
 
   apps:
     hello:
-      artifact: file:///srv/dist/hello-v3.tar.zst
+      artifact: file:///srv/dist/hello-v3-linux-amd64.tar.zst
       sha256: 9f86d081884c7d65…
       env: {LOG_LEVEL: info}
       scale: {web: 2}`,

@@ -15,7 +15,7 @@ func newBuild(env Env) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "build [DIR]",
-		Short: "Build and pack an app into dist/<app>-<version>.tar.zst",
+		Short: "Build and pack an app into dist/<app>-<version>-<os>-<arch>.tar.zst",
 		Long: `Build compiles the app in DIR (default .) as its ferry.yaml says and packs it
 into a reproducible archive: the same source gives the same sha256. It
 writes <artifact>.sha256 beside the archive and prints path, size and sha256.

@@ -28,9 +28,9 @@ stderr when it is a terminal. --sign KEY also makes the release of this
 artifact with the app's newest config and signs it, for agents that run
 only signed releases (deploy it with --release vN).`,
 		Example: `  ferry publish
-  ferry publish dist/hello-v1.4.0.tar.zst
-  ferry publish -o json dist/hello-v1.4.0.tar.zst
-  ferry publish dist/hello-v1.4.0.tar.zst --sign ~/.ferry/release.key`,
+  ferry publish dist/hello-v1.4.0-linux-amd64.tar.zst
+  ferry publish -o json dist/hello-v1.4.0-linux-amd64.tar.zst
+  ferry publish dist/hello-v1.4.0-linux-amd64.tar.zst --sign ~/.ferry/release.key`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if err := checkOutput(output); err != nil {

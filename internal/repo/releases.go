@@ -59,9 +59,7 @@ func (r *Repo) UpdateRelease(ctx context.Context, app string, n int, fn func(rel
 // deploys need from inside it, taken while the upload streamed into the
 // store, so neither a publish nor a deploy reads the blob back.
 type Artifact struct {
-	api.Artifact
-	OS   string `json:"os,omitempty"`
-	Arch string `json:"arch,omitempty"`
+	api.Artifact // OS and Arch among its fields
 	// Deploy is nil in the records of servers before this one; the first
 	// deploy of such an artifact reads it from the blob and stores it.
 	Deploy *DeployPolicy `json:"deploy_policy,omitempty"`

@@ -41,8 +41,8 @@ func newArtifactRecord(sum string, size int64, files map[string][]byte, readErr 
 	}
 	pol := parseAppDeploy(files[spec.FileName])
 	return artifactRecord{
-		Artifact: api.Artifact{SHA256: sum, App: m.App, Version: m.Version, Commit: m.Commit, Dirty: m.Dirty, Size: size},
-		OS:       m.OS, Arch: m.Arch, Deploy: &pol,
+		Artifact: api.Artifact{SHA256: sum, App: m.App, Version: m.Version, Commit: m.Commit, Dirty: m.Dirty, Size: size, OS: m.OS, Arch: m.Arch},
+		Deploy:   &pol,
 	}, nil
 }
 

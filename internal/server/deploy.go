@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -60,7 +61,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p *principal) er
 			return orchestrator.LockedError(held)
 		}
 	}
-	rel, err := s.resolveRelease(ctx, p, req)
+	targets, err := s.hostTargets(ctx, hosts)
+	if err != nil {
+		return err
+	}
+	rel, err := s.resolveRelease(ctx, p, req, targets)
 	if err != nil {
 		return err
 	}
@@ -105,7 +110,11 @@ func (s *Server) knownGroup(ctx context.Context, group string) ([]string, error)
 
 // resolveRelease finds the release a deploy asks for, making vN for an
 // artifact that has no release yet.
-func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.DeployRequest) (api.Release, error) {
+// Among artifacts of one version, the one built for what the hosts of
+// targets run is chosen, and one built for another os/arch than a host
+// runs is refused before a release is made (targets: host → os/arch; nil
+// checks nothing).
+func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.DeployRequest, targets map[string]string) (api.Release, error) {
 	var rel api.Release
 	if req.Release > 0 {
 		rel, found, err := s.repo.Release(ctx, req.App, req.Release)
@@ -114,6 +123,15 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		}
 		if !found {
 			return rel, ferry.Errorf(ferry.ENOTFOUND, "app %s has no release %s", req.App, label(req.Release))
+		}
+		a, found, err := s.repo.Artifact(ctx, rel.SHA256)
+		if err != nil {
+			return rel, err
+		}
+		if found {
+			if err := checkTargets(a.Artifact, targets); err != nil {
+				return rel, err
+			}
 		}
 		return rel, s.checkBlob(ctx, rel)
 	}
@@ -147,7 +165,14 @@ func (s *Server) resolveRelease(ctx context.Context, p *principal, req api.Deplo
 		}
 		return rel, ferry.Errorf(ferry.ENOTFOUND, "no app %s: ferry publish an artifact of it first", req.App)
 	}
+	target := soleTarget(targets)
+	if matching := slices.DeleteFunc(slices.Clone(arts), func(a api.Artifact) bool { return !builtFor(a, target) }); len(matching) > 0 {
+		arts = matching
+	}
 	art := slices.MaxFunc(arts, func(a, b api.Artifact) int { return a.Uploaded.Compare(b.Uploaded) })
+	if err := checkTargets(art, targets); err != nil {
+		return rel, err
+	}
 	configRev, err := s.configHeadRev(ctx, req.App)
 	if err != nil {
 		return rel, err
@@ -207,4 +232,61 @@ func (s *Server) appPolicy(ctx context.Context, d *api.Deployment, sha256 string
 	}
 	d.AutoRollback = d.AutoRollback && pol.AutoRollback
 	return nil
+}
+
+// hostTargets maps each host that has reported to the os/arch its agent
+// runs on ("linux/amd64").
+func (s *Server) hostTargets(ctx context.Context, hosts []string) (map[string]string, error) {
+	reps, _, err := s.repo.HostReports(ctx, hosts)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for h, rr := range reps {
+		if rr.State.OS != "" {
+			out[h] = rr.State.OS + "/" + rr.State.Arch
+		}
+	}
+	return out, nil
+}
+
+// soleTarget is the os/arch every host of targets runs, "" when they
+// differ or none is known.
+func soleTarget(targets map[string]string) string {
+	one := ""
+	for _, t := range targets {
+		if one != "" && t != one {
+			return ""
+		}
+		one = t
+	}
+	return one
+}
+
+// builtFor reports whether a was built for target; an artifact that says
+// nothing (an older build) and an empty target match anything.
+func builtFor(a api.Artifact, target string) bool {
+	return target == "" || a.OS == "" || a.OS+"/"+a.Arch == target
+}
+
+// checkTargets refuses, before anything moves, a release whose artifact
+// was built for another os/arch than one of the hosts runs, naming them:
+// the agent would stop the running instance to start a binary the kernel
+// cannot execute.
+func checkTargets(a api.Artifact, targets map[string]string) error {
+	if a.OS == "" {
+		return nil
+	}
+	built := a.OS + "/" + a.Arch
+	var wrong []string
+	for _, h := range slices.Sorted(maps.Keys(targets)) {
+		if targets[h] != built {
+			wrong = append(wrong, h+" ("+targets[h]+")")
+		}
+	}
+	if len(wrong) == 0 {
+		return nil
+	}
+	return ferry.Errorf(ferry.EINVALID, "%s %s (artifact %.12s) is built for %s, and %s run another: build it for them (ferry build --os OS --arch ARCH), publish it, and deploy its version; a group whose hosts differ needs a group per os/arch",
+		a.App, a.Version, a.SHA256, built, strings.Join(wrong, ", "))
 }

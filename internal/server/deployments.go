@@ -120,7 +120,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p *principal) 
 			return ferry.Errorf(ferry.ENOTFOUND, "%s on %s: no earlier release was healthy on every host; name one with --release", req.App, req.Group)
 		}
 	}
-	rel, err := s.resolveRelease(ctx, p, api.DeployRequest{App: req.App, Release: target})
+	rel, err := s.resolveRelease(ctx, p, api.DeployRequest{App: req.App, Release: target}, nil)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/ferrydeploy/ferry"
 	"github.com/ferrydeploy/ferry/api"
+	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/repo"
 	"github.com/ferrydeploy/ferry/internal/state"
 	"github.com/ferrydeploy/ferry/internal/state/bolt"
@@ -89,5 +92,45 @@ func TestAgentVerdictComesFirst(t *testing.T) {
 	d = ts.waitDeployment(d.ID, "over", func(d api.Deployment) bool { return d.State.Ended() })
 	if !strings.Contains(d.Error, "status 500") {
 		t.Errorf("deployment error %q does not carry the agent's reason", d.Error)
+	}
+}
+
+// TestDeployPicksTheHostsArch: of one version built for two targets, a
+// deploy takes the one its hosts run; a release built for another target
+// than a host runs is refused before anything moves, naming the host.
+func TestDeployPicksTheHostsArch(t *testing.T) {
+	ts := startServer(t, t.TempDir())
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ferry.yaml"), []byte("app: web\nbuild:\n  command: \"true\"\ninclude: [bin/]\nprocesses:\n  web:\n    command: bin/serve\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "bin", "serve"), []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755)
+	sums := map[string]string{}
+	for _, arch := range []string{"arm64", "amd64"} {
+		res, err := artifact.Build(context.Background(), dir, artifact.BuildOptions{Version: "1.0.0", Arch: arch, OutDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(res.Path)
+		var a api.Artifact
+		if code, msg := ts.send("POST", api.PathArtifacts, ts.admin, bytes.NewReader(b), map[string]string{api.SHA256Header: res.SHA256, api.AppHeader: "web"}, &a); code != 201 || a.Arch != arch {
+			t.Fatalf("publish %s: %d %s %+v", arch, code, msg, a)
+		}
+		sums[arch] = res.SHA256
+	}
+	arm := ts.join("arm-1", "edge")
+	ts.must(http.StatusNoContent, "POST", api.PathReport, arm, api.Report{State: api.HostReport{Host: "arm-1", OS: "linux", Arch: "arm64", Apps: map[string]*api.AppStatus{}}}, nil)
+	code, msg := ts.call("POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "edge", SHA256: sums["amd64"]}, nil)
+	if code != http.StatusBadRequest || !strings.Contains(msg, "arm-1 (linux/arm64)") || !strings.Contains(msg, "linux/amd64") {
+		t.Errorf("deploy of the amd64 build to an arm64 host: %d %q, want 400 naming the host and both targets", code, msg)
+	}
+	var d api.Deployment
+	ts.must(201, "POST", api.PathDeployments, ts.admin, api.DeployRequest{App: "web", Group: "edge", Version: "1.0.0"}, &d)
+	if got := ts.waitDesired(arm, "web", "v1").Doc.Apps["web"].SHA256; got != sums["arm64"] {
+		t.Errorf("the edge group (arm64) got %s, want the arm64 build %s (amd64 is %s, newer)", got, sums["arm64"], sums["amd64"])
+	}
+	var st api.Status
+	ts.must(200, "GET", api.PathStatus, ts.admin, nil, &st)
+	if len(st.Hosts) != 1 || st.Hosts[0].Arch != "arm64" || st.Hosts[0].OS != "linux" {
+		t.Errorf("status does not show the host's os/arch: %+v", st.Hosts)
 	}
 }

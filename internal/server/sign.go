@@ -28,7 +28,7 @@ func (s *Server) makeRelease(w http.ResponseWriter, r *http.Request, p *principa
 	if check != nil {
 		return check
 	}
-	rel, err := s.resolveRelease(r.Context(), p, api.DeployRequest{App: app, Group: req.Group, Version: req.Version, SHA256: req.SHA256})
+	rel, err := s.resolveRelease(r.Context(), p, api.DeployRequest{App: app, Group: req.Group, Version: req.Version, SHA256: req.SHA256}, nil)
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 			through = d.Apps
 		}
 		seen := s.lastSeen(h, reps)
-		out := api.Host{Name: h.Name, Groups: groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*api.AppStatus{}}
+		out := api.Host{Name: h.Name, Groups: groups, LastSeen: seen, Lost: now.Sub(seen) > s.cfg.HostLostAfter, Apps: map[string]*api.AppStatus{},
+			OS: reps[h.Name].State.OS, Arch: reps[h.Name].State.Arch}
 		for name, as := range reps[h.Name].State.Apps {
 			if (app != "" && name != app) || !p.coversApp(name) {
 				continue

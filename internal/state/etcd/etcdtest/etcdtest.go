@@ -207,11 +207,23 @@ func replaceArg(args []string, flag, value string) []string {
 	return out
 }
 
+// handedOut are the addresses freeAddr gave: the kernel may give a port
+// that was just closed again, and two members of one cluster on one port
+// fail at start ("has duplicate url").
+var handedOut sync.Map
+
+// freeAddr is a loopback address nothing listens on, and one this process
+// has not handed out before.
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
