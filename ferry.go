@@ -55,6 +55,16 @@ type Process struct {
 	Health      *Health
 	Scale       int
 	StopTimeout time.Duration
+	// User runs the process as this user (and its group); "" is the
+	// agent's own. The agent must be root to use it.
+	User   string
+	Limits Limits
+}
+
+// Limits are a process's resource limits; 0 leaves one as the agent has it.
+type Limits struct {
+	NoFile int // open files (RLIMIT_NOFILE)
+	NProc  int // processes of its user (RLIMIT_NPROC)
 }
 
 // Health is a process's health check, with Kubernetes probe semantics.

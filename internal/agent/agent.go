@@ -133,6 +133,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	// apps/ may be passed through (an app's user reaches its own
+	// directory) but not listed; each app's directory is its group's alone.
+	apps := filepath.Join(root, AppsDir)
+	if err := os.MkdirAll(apps, 0o711); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := os.Chmod(apps, 0o711); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	in, err := takeInherited()
 	if err != nil {
 		return err

@@ -313,7 +313,7 @@ func (r *appRunner) deploy(want *desired.App) error {
 	if err := checkScale(app, want.Scale); err != nil {
 		return fail(step(ferry.FailConfig, "scale", err))
 	}
-	if err := os.MkdirAll(r.dir.Path, 0o755); err != nil {
+	if err := os.MkdirAll(r.dir.Path, 0o750); err != nil {
 		return fail(err)
 	}
 	unlock, err := r.dir.Lock()
@@ -376,6 +376,15 @@ func (r *appRunner) deploy(want *desired.App) error {
 				r.dir.Remove(id)
 				return fail(step(ferry.FailUnpack, "", err))
 			}
+		}
+	}
+	// Processes that run as their own user read their release through
+	// its group; other apps' users cannot.
+	if owner, err := appOwner(app); err != nil {
+		return fail(step(ferry.FailConfig, "user", err))
+	} else if owner != nil {
+		if err := r.dir.Grant(id, int(owner.Uid), int(owner.Gid), app.Shared); err != nil {
+			return fail(step(ferry.FailUnpack, "", err))
 		}
 	}
 

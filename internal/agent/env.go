@@ -7,14 +7,17 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/joho/godotenv"
 
 	"github.com/ferrydeploy/ferry"
+	"github.com/ferrydeploy/ferry/internal/agent/runas"
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/desired"
 	"github.com/ferrydeploy/ferry/internal/fsutil"
@@ -33,6 +36,13 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 	base := baseEnv()
 	var specs []supervise.Spec
 	for _, p := range app.Processes {
+		cred, err := credential(p)
+		if err != nil {
+			return nil, err
+		}
+		if (cred != nil || p.Limits != (ferry.Limits{})) && r.a.cfg.Self == "" {
+			return nil, fmt.Errorf("process %s: user: and limits: start through ferry's own binary, which this agent was not told (Config.Self)", p.Name)
+		}
 		n := p.Scale
 		if s, ok := want.Scale[p.Name]; ok {
 			n = s
@@ -79,6 +89,8 @@ func (r *appRunner) specs(app *ferry.App, want *desired.App, id string, prev []s
 				OnChange:    r.instanceChanged,
 				WaitReady:   r.a.waitReady(),
 				Logger:      r.a.log.With("app", r.name),
+				Credential:  cred,
+				Prefix:      runas.Prefix(r.a.cfg.Self, cred, p.Limits),
 			})
 		}
 	}
@@ -223,4 +235,55 @@ func (r *appRunner) withEnvFile(spec *desired.App, id string) (*desired.App, err
 		c.Env = env
 	}
 	return &c, nil
+}
+
+// credential is whom process p runs as: nil for the agent's own user, else
+// its user: and that user's groups. Running another user's process needs
+// a root agent.
+func credential(p ferry.Process) (*syscall.Credential, error) {
+	if p.User == "" {
+		return nil, nil
+	}
+	u, err := lookupUser(p.User)
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 && int(u.Uid) != os.Geteuid() {
+		return nil, ferry.Errorf(ferry.EINVALID, "process %s: user %s: the agent runs as uid %d and can start processes as another user only as root", p.Name, p.User, os.Geteuid())
+	}
+	return u, nil
+}
+
+// lookupUser is name's uid, primary gid and supplementary groups.
+func lookupUser(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, ferry.WrapError(ferry.EINVALID, err, "user %s: create it on the host (useradd --system %s), or drop user: from ferry.yaml", name, name)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %s: uid %q, gid %q", name, u.Uid, u.Gid)
+	}
+	c := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, id := range ids {
+			if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+				c.Groups = append(c.Groups, uint32(g))
+			}
+		}
+	}
+	return c, nil
+}
+
+// appOwner is the user the app's processes run as, for the directories
+// they must read (their releases) and write (their shared dirs): the first
+// process with a user:, nil when none has one.
+func appOwner(app *ferry.App) (*syscall.Credential, error) {
+	for _, p := range app.Processes {
+		if p.User != "" {
+			return lookupUser(p.User)
+		}
+	}
+	return nil, nil
 }

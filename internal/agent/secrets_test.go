@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/artifact"
+	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
 // TestSecretsOnlyInEnvFile: the app's config (secrets among it) is on the
@@ -109,5 +111,52 @@ func TestRefusesAnotherArch(t *testing.T) {
 	}
 	if got := pids(as); fmt.Sprint(got) != fmt.Sprint(before) {
 		t.Errorf("the running release's processes changed from %v to %v", before, got)
+	}
+}
+
+// TestProcessUserAndLimits: a process with user: runs as that user (and
+// so does its exec health check), with its limits: set before it starts;
+// its release is its group's to read and no one else's.
+func TestProcessUserAndLimits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.SkipUnlessCIRoot(t, "running a process as another user needs a root agent")
+	}
+	top := t.TempDir()
+	os.Chmod(top, 0o755)
+	for d := filepath.Dir(top); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	root := filepath.Join(top, "root")
+	desiredPath := filepath.Join(t.TempDir(), "desired.yaml")
+	art, sum := buildApp(t, "app", "v1", `processes:
+  web:
+    command: bin/serve
+    user: nobody
+    limits: {nofile: 4321, nproc: 777}
+    health: {exec: "test \"$(id -u)\" = 65534", interval: 50ms}
+`)
+	writeDesired(t, desiredPath, "apps:\n"+entry("app", art, sum, ""))
+	ta := startAgent(t, root, desiredPath, func(c *Config) { c.Self = os.Args[0] })
+	st := ta.until("running as nobody", 20*time.Second, running("app", sum, 1))
+	pid := st.Apps["app"].Processes[0].PID
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !strings.Contains(string(status), "\nUid:\t65534\t65534\t65534\t65534\n") {
+		t.Errorf("the process does not run as nobody:\n%s", status)
+	}
+	limits, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	for _, want := range []string{`Max open files\s+4321\s+4321`, `Max processes\s+777\s+777`} {
+		if !regexp.MustCompile(want).Match(limits) {
+			t.Errorf("limits lack %s:\n%s", want, limits)
+		}
+	}
+	rel := filepath.Join(root, AppsDir, "app", "releases", st.Apps["app"].Release)
+	for _, p := range []string{filepath.Join(root, AppsDir, "app"), rel, filepath.Join(rel, "bin", "serve")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sys := fi.Sys().(*syscall.Stat_t); sys.Gid != 65534 || fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s: group %d, mode %v; want the app's group (65534) and nothing for others", p, sys.Gid, fi.Mode())
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -55,7 +56,17 @@ type processYAML struct {
 	Health      *healthYAML `yaml:"health"`
 	Scale       *int        `yaml:"scale"`
 	StopTimeout string      `yaml:"stop_timeout"`
+	User        string      `yaml:"user"`
+	Limits      *limitsYAML `yaml:"limits"`
 }
+
+type limitsYAML struct {
+	NoFile int `yaml:"nofile"`
+	NProc  int `yaml:"nproc"`
+}
+
+// userRe is what a user: may name: a POSIX-portable user name.
+var userRe = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
 type healthYAML struct {
 	HTTP        string `yaml:"http"`
@@ -231,6 +242,18 @@ func parseProcess(name string, y processYAML) (ferry.Process, error) {
 		if p.Health, err = parseHealth(*y.Health); err != nil {
 			return p, fmt.Errorf("%s.health: %w", where, err)
 		}
+	}
+	if y.User != "" {
+		if !userRe.MatchString(y.User) {
+			return p, fmt.Errorf("%s.user: %q is not a user name (lowercase letters, digits, _ and -)", where, y.User)
+		}
+		p.User = y.User
+	}
+	if l := y.Limits; l != nil {
+		if l.NoFile < 0 || l.NProc < 0 {
+			return p, fmt.Errorf("%s.limits: a limit cannot be negative", where)
+		}
+		p.Limits = ferry.Limits{NoFile: l.NoFile, NProc: l.NProc}
 	}
 	return p, nil
 }

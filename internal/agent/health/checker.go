@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -39,6 +40,11 @@ const (
 // when an http or tcp check has no port to go to, or when a number is
 // negative.
 func New(h ferry.Health, port int, dir string, env []string) (*Checker, error) {
+	return NewAs(h, port, dir, env, nil)
+}
+
+// NewAs is New with exec checks run as cred's user (nil: the agent's).
+func NewAs(h ferry.Health, port int, dir string, env []string, cred *syscall.Credential) (*Checker, error) {
 	var p Prober
 	kinds := 0
 	if h.HTTP != "" {
@@ -51,7 +57,7 @@ func New(h ferry.Health, port int, dir string, env []string) (*Checker, error) {
 	}
 	if h.Exec != "" {
 		kinds++
-		p = Exec(h.Exec, dir, env)
+		p = &execProber{command: h.Exec, dir: dir, env: env, cred: cred}
 	}
 	switch {
 	case kinds != 1:

@@ -130,6 +130,7 @@ func Exec(command, dir string, env []string) Prober {
 type execProber struct {
 	command, dir string
 	env          []string
+	cred         *syscall.Credential // run as this user; nil: the agent's
 }
 
 func (p *execProber) String() string { return fmt.Sprintf("exec %q", p.command) }
@@ -144,7 +145,7 @@ func (p *execProber) Probe(ctx context.Context) error {
 	cmd := exec.Command("sh", "-c", p.command)
 	cmd.Dir, cmd.Env = p.dir, p.env
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.cred}
 	err = cmd.Start()
 	w.Close()
 	if err != nil {

@@ -456,3 +456,57 @@ func (d Dir) Seal(id string) error {
 	}
 	return nil
 }
+
+// Grant gives gid the app's directories and release id to read (their
+// group, with nothing left for others), and uid:gid its shared
+// directories, which its processes write: for an app whose processes run
+// as their own user (user: in ferry.yaml). Nothing is followed through a
+// symlink.
+func (d Dir) Grant(id string, uid, gid int, shared []string) error {
+	if !idRe.MatchString(id) {
+		return ferry.Errorf(ferry.EINVALID, "release id %q: use letters, digits, '.', '_', '+' and '-'", id)
+	}
+	for _, p := range []string{d.Path, filepath.Join(d.Path, ReleasesDir)} {
+		if err := os.Lchown(p, -1, gid); err != nil {
+			return fmt.Errorf("grant %s: %w", id, err)
+		}
+		if err := os.Chmod(p, dirMode); err != nil {
+			return fmt.Errorf("grant %s: %w", id, err)
+		}
+	}
+	err := filepath.WalkDir(d.releasePath(id), func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, -1, gid); err != nil {
+			return err
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			return nil // a link's own mode means nothing; its target is not ours to change
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		// Others lose what they had: only the app's group reads it.
+		return os.Chmod(p, fi.Mode().Perm()&^0o007)
+	})
+	if err != nil {
+		return fmt.Errorf("grant %s: %w", id, err)
+	}
+	if len(shared) > 0 {
+		if err := os.Lchown(filepath.Join(d.Path, SharedDir), -1, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("grant %s: %w", id, err)
+		}
+	}
+	for _, s := range shared {
+		p := filepath.Join(d.Path, SharedDir, filepath.Clean(strings.TrimSuffix(s, "/")))
+		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+			continue // linkShared made it a directory, or refused
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("grant %s: shared %s: %w", id, s, err)
+		}
+	}
+	return nil
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +47,11 @@ type Spec struct {
 	// shared between old and new instances, a health check on the port may
 	// be answered by the old one.
 	NotifyOnly bool
+	// Prefix goes before the command line (after Wrap's): the shim that
+	// sets the process's limits and user (package runas). Credential is
+	// that user, for exec health checks.
+	Prefix     []string
+	Credential *syscall.Credential
 	// Wrap, when set, rewrites the command line before each start and adds
 	// environment and files for fds 3, 4, …: how a listening socket is
 	// handed to the process.
@@ -247,6 +253,9 @@ func (i *Instance) launch(prev *Status) (p *proc, rs [2]*os.File, started time.T
 	// The mark by which a later agent finds this process if this one is
 	// killed before it records the pid (Orphans).
 	env = append(env[:len(env):len(env)], RunDirEnv+"="+i.spec.RunDir)
+	if len(i.spec.Prefix) > 0 {
+		argv = append(slices.Clone(i.spec.Prefix), argv...)
+	}
 	p, rs, err = startProc(argv, i.spec.Dir, env, files, outPath, errPath)
 	if err != nil {
 		os.Remove(outPath)
@@ -301,7 +310,7 @@ func (i *Instance) supervise(p *proc, readers [2]*os.File, started time.Time, pi
 	}
 	var uptime <-chan time.Time
 	if h := i.spec.Health; h != nil {
-		c, err := health.New(*h, i.spec.Port, i.spec.Dir, i.spec.Env)
+		c, err := health.NewAs(*h, i.spec.Port, i.spec.Dir, i.spec.Env, i.spec.Credential)
 		if err != nil {
 			i.update(func(st *Status) { st.Health, st.LastError = health.Unhealthy, err.Error() })
 		} else {
