@@ -121,24 +121,11 @@ func newJoinTokenList(env Env) *cobra.Command {
 }
 
 func newJoinTokenRevoke(env Env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "revoke ID",
-		Short:   "Revoke a join token: no host joins with it from now on (admin)",
-		Long:    "Revoke makes the server refuse the join token from now on; hosts that already joined keep their own credentials. ferry agent join-token list shows the IDs.",
-		Example: "  ferry agent join-token revoke 1a2b3c4d5e6f7a8b",
-		Args:    args(cobra.ExactArgs(1)),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			c, err := loadClient(env)
-			if err != nil {
-				return err
-			}
-			if err := c.RevokeToken(cmd.Context(), a[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "Revoked join token %s\n", a[0])
-			return nil
-		},
-	}
+	cmd := revokeCommand(env, "join token")
+	cmd.Short = "Revoke a join token: no host joins with it from now on (admin)"
+	cmd.Long = "Revoke makes the server refuse the join token from now on; hosts that already joined keep their own credentials. ferry agent join-token list shows the IDs."
+	cmd.Example = "  ferry agent join-token revoke 1a2b3c4d5e6f7a8b"
+	return cmd
 }
 
 func printJoinTokens(w io.Writer, ts []api.Token, now time.Time) {
@@ -149,15 +136,7 @@ func printJoinTokens(w io.Writer, ts []api.Token, now time.Time) {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tGROUPS\tUSED\tREPLACES\tBY\tCREATED\tEXPIRES\tSTATE")
 	for _, t := range ts {
-		state := "active"
-		switch {
-		case t.Revoked:
-			state = "revoked"
-		case !t.Expires.IsZero() && !now.Before(t.Expires):
-			state = "expired"
-		case t.Uses > 0 && t.Used >= t.Uses:
-			state = "used up"
-		}
+		state := tokenState(t, now)
 		used := fmt.Sprint(t.Used)
 		if t.Uses > 0 {
 			used += fmt.Sprintf(" of %d", t.Uses)

@@ -109,12 +109,19 @@ func newTokenList(env Env) *cobra.Command {
 }
 
 func newTokenRevoke(env Env) *cobra.Command {
+	cmd := revokeCommand(env, "token")
+	cmd.Short = "Revoke an API token or agent credential"
+	cmd.Long = "Revoke makes the server refuse the token from now on. ferry token list shows the IDs."
+	cmd.Example = "  ferry token revoke tok_1a2b3c"
+	return cmd
+}
+
+// revokeCommand is `revoke ID` for a kind of token ("token", "join
+// token"): the server's one revocation route serves them all.
+func revokeCommand(env Env, kind string) *cobra.Command {
 	return &cobra.Command{
-		Use:     "revoke ID",
-		Short:   "Revoke an API token or agent credential",
-		Long:    "Revoke makes the server refuse the token from now on. ferry token list shows the IDs.",
-		Example: "  ferry token revoke tok_1a2b3c",
-		Args:    args(cobra.ExactArgs(1)),
+		Use:  "revoke ID",
+		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			c, err := loadClient(env)
 			if err != nil {
@@ -123,10 +130,23 @@ func newTokenRevoke(env Env) *cobra.Command {
 			if err := c.RevokeToken(cmd.Context(), a[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "Revoked token %s\n", a[0])
+			fmt.Fprintf(env.Stdout, "Revoked %s %s\n", kind, a[0])
 			return nil
 		},
 	}
+}
+
+// tokenState is a token's state as the listings show it.
+func tokenState(t api.Token, now time.Time) string {
+	switch {
+	case t.Revoked:
+		return "revoked"
+	case !t.Expires.IsZero() && !now.Before(t.Expires):
+		return "expired"
+	case t.Uses > 0 && t.Used >= t.Uses:
+		return "used up"
+	}
+	return "active"
 }
 
 func printTokens(w io.Writer, ts []api.Token, now time.Time) {
@@ -137,15 +157,8 @@ func printTokens(w io.Writer, ts []api.Token, now time.Time) {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tNAME\tROLE\tSCOPE\tCREATED\tEXPIRES\tSTATE")
 	for _, t := range ts {
-		state := "active"
-		switch {
-		case t.Revoked:
-			state = "revoked"
-		case !t.Expires.IsZero() && !now.Before(t.Expires):
-			state = "expired"
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, dash(t.Name), t.Role, scopeOf(t),
-			when(now, t.Created), when(now, t.Expires), state)
+			when(now, t.Created), when(now, t.Expires), tokenState(t, now))
 	}
 	tw.Flush()
 }

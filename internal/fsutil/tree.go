@@ -95,54 +95,25 @@ func openTreeDir(dirfd int, name string) (int, error) {
 // it, deepest first. It opens each with O_NOFOLLOW from the descriptor of
 // the one above and changes it through its own descriptor, so a symlink
 // in the tree is left as it is and what it points at is never touched.
-func ChmodDirs(path string, mode fs.FileMode) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	return chmodDirs(fd, path, uint32(mode.Perm()))
-}
-
-// chmodDirs owns fd and closes it.
-func chmodDirs(fd int, display string, mode uint32) error {
-	f := os.NewFile(uintptr(fd), display)
-	defer f.Close()
-	ents, err := f.ReadDir(-1)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if !e.IsDir() { // a symlink is not, whatever it points at
-			continue
-		}
-		sub, err := openTreeDir(fd, e.Name())
-		if err != nil {
-			return &fs.PathError{Op: "open", Path: display + "/" + e.Name(), Err: err}
-		}
-		if err := chmodDirs(sub, display+"/"+e.Name(), mode); err != nil {
-			return err
-		}
-	}
-	if err := unix.Fchmod(fd, mode); err != nil {
-		return &fs.PathError{Op: "chmod", Path: display, Err: err}
-	}
-	return nil
-}
+func ChmodDirs(path string, mode fs.FileMode) error { return chmodTree(path, mode, false) }
 
 // SealTree makes the tree at path read-only: every regular file loses its
-// write bits and every directory gets dirMode, deepest first. As ChmodDirs
-// it goes through descriptors opened with O_NOFOLLOW, so a symlink a hook
-// left in the tree is skipped, and what it points at never changes.
-func SealTree(path string, dirMode fs.FileMode) error {
+// write bits and every directory gets dirMode, deepest first, through
+// descriptors as ChmodDirs, so a symlink a hook left in the tree is
+// skipped, and what it points at never changes.
+func SealTree(path string, dirMode fs.FileMode) error { return chmodTree(path, dirMode, true) }
+
+func chmodTree(path string, mode fs.FileMode, files bool) error {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	return sealTree(fd, path, uint32(dirMode.Perm()))
+	return chmodAt(fd, path, uint32(mode.Perm()), files)
 }
 
-// sealTree owns fd and closes it.
-func sealTree(fd int, display string, mode uint32) error {
+// chmodAt owns fd and closes it. With files, regular files lose their
+// write bits too.
+func chmodAt(fd int, display string, mode uint32, files bool) error {
 	f := os.NewFile(uintptr(fd), display)
 	defer f.Close()
 	ents, err := f.ReadDir(-1)
@@ -152,33 +123,41 @@ func sealTree(fd int, display string, mode uint32) error {
 	for _, e := range ents {
 		name := display + "/" + e.Name()
 		switch {
-		case e.IsDir():
+		case e.IsDir(): // a symlink is not, whatever it points at
 			sub, err := openTreeDir(fd, e.Name())
 			if err != nil {
 				return &fs.PathError{Op: "open", Path: name, Err: err}
 			}
-			if err := sealTree(sub, name, mode); err != nil {
+			if err := chmodAt(sub, name, mode, files); err != nil {
 				return err
 			}
-		case e.Type().IsRegular():
-			// O_NONBLOCK: should the entry have become a FIFO, opening
-			// it does not wait for a writer.
-			ffd, err := unix.Openat(fd, e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return &fs.PathError{Op: "open", Path: name, Err: err}
-			}
-			var st unix.Stat_t
-			err = unix.Fstat(ffd, &st)
-			if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				err = unix.Fchmod(ffd, (st.Mode&0o7777)&^0o222)
-			}
-			unix.Close(ffd)
-			if err != nil {
-				return &fs.PathError{Op: "chmod", Path: name, Err: err}
+		case files && e.Type().IsRegular():
+			if err := dropWrite(fd, e.Name(), name); err != nil {
+				return err
 			}
 		}
 	}
 	if err := unix.Fchmod(fd, mode); err != nil {
+		return &fs.PathError{Op: "chmod", Path: display, Err: err}
+	}
+	return nil
+}
+
+// dropWrite takes the write bits off the regular file name in dirfd.
+func dropWrite(dirfd int, name, display string) error {
+	// O_NONBLOCK: should the entry have become a FIFO, opening it does not
+	// wait for a writer.
+	ffd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: display, Err: err}
+	}
+	defer unix.Close(ffd)
+	var st unix.Stat_t
+	err = unix.Fstat(ffd, &st)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		err = unix.Fchmod(ffd, (st.Mode&0o7777)&^0o222)
+	}
+	if err != nil {
 		return &fs.PathError{Op: "chmod", Path: display, Err: err}
 	}
 	return nil

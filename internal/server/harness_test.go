@@ -112,6 +112,23 @@ func (ts *testServer) call(method, path, token string, body, out any) (int, stri
 
 func (ts *testServer) send(method, path, token string, body io.Reader, hdr map[string]string, out any) (int, string) {
 	ts.t.Helper()
+	code, b := ts.raw(method, path, token, body, hdr)
+	if code >= 300 {
+		var eb api.ErrorBody
+		json.Unmarshal(b, &eb)
+		return code, eb.Error.Message
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			ts.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return code, ""
+}
+
+// raw sends a request and returns the status and the whole body.
+func (ts *testServer) raw(method, path, token string, body io.Reader, hdr map[string]string) (int, []byte) {
+	ts.t.Helper()
 	req, err := http.NewRequest(method, ts.srv.URL()+path, body)
 	if err != nil {
 		ts.t.Fatal(err)
@@ -128,17 +145,7 @@ func (ts *testServer) send(method, path, token string, body io.Reader, hdr map[s
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		var eb api.ErrorBody
-		json.Unmarshal(b, &eb)
-		return resp.StatusCode, eb.Error.Message
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			ts.t.Fatalf("%s %s: %v: %s", method, path, err, b)
-		}
-	}
-	return resp.StatusCode, ""
+	return resp.StatusCode, b
 }
 
 // must is call that fails the test unless the answer is want.

@@ -69,17 +69,7 @@ func TestSecurityMatrix(t *testing.T) {
 	var tokens []api.Token
 	ts.must(200, "GET", api.PathTokens, ts.admin, nil, &tokens)
 	fill := strings.NewReplacer("{sha256}", web.SHA256, "{app}", "web", "{n}", "1", "{id}", dep.ID, "{group}", "prod")
-	bodies := map[string]string{
-		"POST " + api.PathDeployments: `{"app":"web","group":"prod","sha256":"` + web.SHA256 + `"}`,
-		"POST " + api.PathRollback:    `{"app":"web","group":"prod"}`,
-		"POST " + api.PathReleases:    `{"group":"prod","sha256":"` + web.SHA256 + `"}`,
-		"PATCH " + api.PathConfig:     `{"group":"prod","set":{"X":"1"}}`,
-		"POST " + api.PathTokens:      `{"name":"n","role":"viewer"}`,
-		"POST " + api.PathJoinTokens:  `{"groups":["prod"]}`,
-		"POST " + api.PathGC:          `{"keep":100,"min_age":3600000000000,"dry_run":true}`,
-		"POST " + api.PathSignatures:  `{}`,
-		"POST " + api.PathReport:      `{"state":{"host":"web-1","apps":{}}}`,
-	}
+	bodies := matrixBodies(web.SHA256)
 	rank := map[string]int{api.RoleViewer: 1, api.RoleDeployer: 2, api.RoleAdmin: 3}
 	send := func(pattern, token string) (int, string) {
 		method, path, _ := strings.Cut(pattern, " ")
@@ -211,5 +201,21 @@ func TestRouteRoles(t *testing.T) {
 	}
 	if b.String() != string(want) {
 		t.Errorf("the routes' roles differ from %s (FERRY_UPDATE_GOLDEN=1 to accept):\ngot:\n%s\nwant:\n%s", path, b.String(), want)
+	}
+}
+
+// matrixBodies are the request bodies the route matrices send, each
+// naming app web, group prod and web's artifact sum where a route takes one.
+func matrixBodies(sum string) map[string]string {
+	return map[string]string{
+		"POST " + api.PathDeployments: `{"app":"web","group":"prod","sha256":"` + sum + `"}`,
+		"POST " + api.PathRollback:    `{"app":"web","group":"prod"}`,
+		"POST " + api.PathReleases:    `{"group":"prod","sha256":"` + sum + `"}`,
+		"PATCH " + api.PathConfig:     `{"group":"prod","set":{"X":"1"}}`,
+		"POST " + api.PathTokens:      `{"name":"n","role":"viewer"}`,
+		"POST " + api.PathJoinTokens:  `{"groups":["prod"]}`,
+		"POST " + api.PathGC:          `{"keep":100,"min_age":3600000000000,"dry_run":true}`,
+		"POST " + api.PathSignatures:  `{}`,
+		"POST " + api.PathReport:      `{"state":{"host":"web-1","apps":{}}}`,
 	}
 }

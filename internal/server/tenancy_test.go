@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/ed25519"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -446,17 +445,7 @@ func TestTenancyMatrix(t *testing.T) {
 		"revoked":         nil,
 	}
 	fill := strings.NewReplacer("{sha256}", web.SHA256, "{app}", "web", "{n}", "1", "{id}", dep.ID, "{group}", "prod", "{name}", "web-1")
-	bodies := map[string]string{
-		"POST " + api.PathDeployments: `{"app":"web","group":"prod","sha256":"` + web.SHA256 + `"}`,
-		"POST " + api.PathRollback:    `{"app":"web","group":"prod"}`,
-		"POST " + api.PathReleases:    `{"group":"prod","sha256":"` + web.SHA256 + `"}`,
-		"PATCH " + api.PathConfig:     `{"group":"prod","set":{"X":"1"}}`,
-		"POST " + api.PathTokens:      `{"name":"n","role":"viewer"}`,
-		"POST " + api.PathJoinTokens:  `{"groups":["prod"]}`,
-		"POST " + api.PathGC:          `{"keep":100,"min_age":3600000000000,"dry_run":true}`,
-		"POST " + api.PathSignatures:  `{}`,
-		"POST " + api.PathReport:      `{"state":{"host":"web-1","apps":{}}}`,
-	}
+	bodies := matrixBodies(web.SHA256)
 	leaks := map[string]string{"prod's secret": secret, "prod's plain value": plain, "the admin token": ts.admin,
 		"prod's agent credential": prodCred, "a join token": jt.Secret}
 	for _, r := range ts.srv.apiRoutes() {
@@ -496,26 +485,4 @@ func TestTenancyMatrix(t *testing.T) {
 	if d := ts.desired(prodCred, 0, 0); d.Doc.Apps["web"].Env["API_KEY"] != secret {
 		t.Errorf("prod's host lost web or its secret: %+v", d.Doc.Apps)
 	}
-}
-
-// raw sends a request and returns the status and the whole body.
-func (ts *testServer) raw(method, path, token string, body io.Reader, hdr map[string]string) (int, []byte) {
-	ts.t.Helper()
-	req, err := http.NewRequest(method, ts.srv.URL()+path, body)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := ts.client.Do(req)
-	if err != nil {
-		ts.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
 }
