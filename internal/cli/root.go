@@ -61,7 +61,7 @@ hooks, retention, and a stretcher-compatible one-shot apply.`,
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newServer(env), newDev(env),
+	root.AddCommand(newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newProxyExec(env), newServer(env), newDev(env),
 		newLogin(env), newPublish(env), newDeploy(env), newRollback(env), newPromote(env), newStatus(env), newReleases(env), newHistory(env), newConfig(env), newKeygen(env), newSign(env), newToken(env), newLock(env), newGC(env), newLogs(env), newHost(env))
 	return root
 }
