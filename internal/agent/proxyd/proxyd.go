@@ -46,7 +46,9 @@ const (
 	// ports, their fds and backends (handover).
 	envState = "FERRY_PROXY_STATE"
 
-	maxPacket = 1 << 20
+	// maxPacket bounds one packet of the protocol: the largest, an Info,
+	// takes about 100 bytes a port.
+	maxPacket = 128 << 10
 )
 
 // Ops of the control protocol.
@@ -145,12 +147,13 @@ func send(c *net.UnixConn, v any, fd int) error {
 	return err
 }
 
-// receive reads one packet into v, and the fd that came with it (-1 for
-// none). A received fd is close-on-exec: Go's ReadMsgUnix asks for it.
+// receive reads one packet into v, and the socket that came with it (nil
+// for none). A received fd is close-on-exec: Go's ReadMsgUnix asks for it
+// (MSG_CMSG_CLOEXEC).
 func receive(c *net.UnixConn, v any) (*os.File, error) {
 	buf := make([]byte, maxPacket)
 	oob := make([]byte, unix.CmsgSpace(4*4))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, err
 	}
@@ -174,11 +177,14 @@ func receive(c *net.UnixConn, v any) (*os.File, error) {
 			}
 		}
 	}
-	if n == 0 {
+	if n == 0 || flags&unix.MSG_TRUNC != 0 {
 		if f != nil {
 			f.Close()
 		}
-		return nil, errEOF
+		if n == 0 {
+			return nil, errEOF
+		}
+		return nil, fmt.Errorf("a packet over %d bytes", maxPacket)
 	}
 	if err := json.Unmarshal(buf[:n], v); err != nil {
 		if f != nil {
