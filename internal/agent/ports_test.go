@@ -357,9 +357,10 @@ func TestAgentRestartServesThroughout(t *testing.T) {
 }
 
 // TestModeChangesDeployCleanly deploys a release after release that
-// changes the web process's upgrade mode, port, scale, and adds and removes
-// a process: each one runs and answers. Changes between proxy and handoff
-// and of scale lose no request.
+// changes the web process's upgrade mode, port, scale, and adds, removes
+// and renames a process: each one runs and answers. Changes between proxy
+// and handoff, of scale and of the process beside or behind the port lose
+// no request.
 func TestModeChangesDeployCleanly(t *testing.T) {
 	port, port2, apiPort := freeTCPPort(t), freeTCPPort(t), freeTCPPort(t)
 	api := fmt.Sprintf(`  api:
@@ -386,6 +387,9 @@ func TestModeChangesDeployCleanly(t *testing.T) {
 		{"scale 1", webProc(port, "proxy", 1), port, 1, true, nil},
 		{"process added", webProc(port, "proxy", 1) + api, port, 2, true, nil},
 		{"process removed", webProc(port, "proxy", 1), port, 1, true, []int{apiPort}},
+		{"process renamed", strings.Replace(webProc(port, "proxy", 1), "  web:", "  www:", 1), port, 1, true, nil},
+		{"renamed back, to handoff", webProc(port, "handoff", 1), port, 1, true, nil},
+		{"to proxy", webProc(port, "proxy", 1), port, 1, true, nil},
 		{"port changed", webProc(port2, "proxy", 1), port2, 1, false, []int{port}},
 		{"handoff to stop-start", webProc(port2, "handoff", 1) + "", port2, 1, false, nil},
 		{"stop-start again", webProc(port2, "stop-start", 1), port2, 1, false, nil},

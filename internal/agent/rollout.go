@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferrydeploy/ferry"
@@ -65,20 +66,21 @@ func (r *appRunner) owner(p ferry.Process) (*portOwner, error) {
 // wrapping errOwnHolder when the holders are this app's own instances.
 func (r *appRunner) claim(p ferry.Process) (*portOwner, error) {
 	if o := r.owners[p.Port]; o != nil {
-		if o.process != p.Name {
-			return nil, fmt.Errorf("%s: port %d is already the port of process %s of this app", p.Name, p.Port, o.process)
-		}
-		o.mode = p.Upgrade
+		// The port may pass from one process to another (one renamed):
+		// roll refuses a release where two processes claim one port.
+		o.process, o.mode = p.Name, p.Upgrade
 		return o, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), proxyCallTimeout)
 	defer cancel()
-	port, err := r.a.ports.Open(ctx, p.Port, r.name+"/"+p.Name, r.a.inherited.listener(r.name, p.Name))
+	// The proxy process knows each port's app, not its process: which
+	// process of the app serves on it is the agent's business.
+	port, err := r.a.ports.Open(ctx, p.Port, r.name, r.a.inherited.listener(r.name, p.Name))
 	var inUse *proxyd.InUseError
 	var owned *proxyd.OwnedError
 	if errors.As(err, &inUse) && len(inUse.Holders) > 0 && !r.ownHolders(p.Name, inUse.Holders) {
 		if ln := r.strandedSocket(p, inUse.Holders); ln != nil {
-			port, err = r.a.ports.Open(ctx, p.Port, r.name+"/"+p.Name, ln)
+			port, err = r.a.ports.Open(ctx, p.Port, r.name, ln)
 		}
 	}
 	switch {
@@ -87,8 +89,7 @@ func (r *appRunner) claim(p ferry.Process) (*portOwner, error) {
 	case errors.As(err, &inUse):
 		return nil, fmt.Errorf("%s: %w: free the port or give %s another one", p.Name, err, p.Name)
 	case errors.As(err, &owned):
-		app, proc, _ := strings.Cut(owned.Owner, "/")
-		return nil, fmt.Errorf("%s: port %d is already the public port of app %s, process %s, on this host", p.Name, p.Port, app, proc)
+		return nil, fmt.Errorf("%s: port %d is already the public port of app %s on this host", p.Name, p.Port, owned.Owner)
 	case err != nil:
 		return nil, fmt.Errorf("%s: port %d: %w", p.Name, p.Port, err)
 	}
@@ -160,9 +161,6 @@ func (o *portOwner) close() {
 func (r *appRunner) servedBy(inst *supervise.Instance) *portOwner {
 	s := inst.Spec()
 	for _, o := range r.owners {
-		if o.process != s.Process {
-			continue
-		}
 		if (s.Wrap != nil && s.Port == o.port.Num) || o.port.Has(backend(inst.Status())) {
 			return o
 		}
@@ -371,7 +369,22 @@ func (r *appRunner) roll(app *ferry.App, want *desired.App, id string, timeout t
 		name := p.Spec().Process
 		old[name] = append(old[name], p)
 	}
+	ports := map[int]string{}
+	for _, p := range app.Processes {
+		if other, ok := ports[p.Port]; ok && p.Port > 0 {
+			return step(ferry.FailConfig, p.Name, fmt.Errorf("processes %s and %s both have port %d: give each its own", other, p.Name, p.Port))
+		}
+		ports[p.Port] = p.Name
+	}
 	claims := map[string]*portOwner{}
+	claimed := func(o *portOwner) bool {
+		for _, c := range claims {
+			if c == o {
+				return true
+			}
+		}
+		return false
+	}
 	ownHeld := map[string]bool{}
 	for _, p := range app.Processes {
 		if !usesOwner(p) {
@@ -420,7 +433,7 @@ func (r *appRunner) roll(app *ferry.App, want *desired.App, id string, timeout t
 			// and let those in flight finish, so that a new instance can
 			// bind its port itself.
 			for _, inst := range olds {
-				if so := r.servedBy(inst); so != nil {
+				if so := r.servedBy(inst); so != nil && !claimed(so) {
 					so.close()
 					delete(r.owners, so.port.Num)
 				}
@@ -477,19 +490,25 @@ func (r *appRunner) roll(app *ferry.App, want *desired.App, id string, timeout t
 			}
 		}
 	}
-	// Processes the new release no longer has.
+	// Processes the new release no longer has: a port no process claims
+	// any more closes (its requests in flight finish first); through one
+	// that passed to another process, they drain as any retired instance.
 	var gone []*supervise.Instance
 	for _, ps := range old {
 		gone = append(gone, ps...)
 	}
 	for _, inst := range gone {
-		if so := r.servedBy(inst); so != nil {
+		if so := r.servedBy(inst); so != nil && !claimed(so) {
 			so.close()
 			delete(r.owners, so.port.Num)
 		}
 	}
 	clear(old)
-	stopParallel(gone)
+	var wg sync.WaitGroup
+	for _, inst := range gone {
+		wg.Go(func() { r.retire(inst) })
+	}
+	wg.Wait()
 	publish()
 	return nil
 }
