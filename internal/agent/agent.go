@@ -55,8 +55,9 @@ type Config struct {
 	HealthTimeout time.Duration
 	Limits        artifact.Limits
 	Logger        *slog.Logger
-	// Self is the ferry binary, which handoff-mode instances start
-	// through (see package listenfd).
+	// Self is the ferry binary: the proxy process that holds the public
+	// ports runs it (package proxyd), and handoff-mode instances start
+	// through it (package listenfd). Without it no port can be owned.
 	Self string
 	// StopOnExit stops the apps when Run returns, instead of leaving them
 	// for the next agent: for ferry dev, where nothing comes next.
