@@ -64,7 +64,13 @@ func status(t *testing.T, root string) agentStatus {
 
 func startAgentBinary(t *testing.T, root, desired string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(ferryBin, append([]string{"agent", "--root", root, "--desired", desired}, extra...)...)
+	return startAgentBinaryAt(t, ferryBin, root, desired, extra...)
+}
+
+// startAgentBinaryAt is startAgentBinary with the ferry binary at bin.
+func startAgentBinaryAt(t *testing.T, bin, root, desired string, extra ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"agent", "--root", root, "--desired", desired}, extra...)...)
 	f, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +180,8 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	waitStatus(t, root, "scaled down", allHealthy(sum, 1))
 }
 
-// killUnder SIGKILLs every process whose working directory is below dir.
+// killUnder SIGKILLs every process whose working directory is dir or below
+// it: the apps, and the agent's proxy process, which works in the root.
 func killUnder(dir string) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -183,7 +190,7 @@ func killUnder(dir string) {
 			continue
 		}
 		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && strings.HasPrefix(cwd, dir+"/") {
+		if err == nil && (cwd == dir || strings.HasPrefix(cwd, dir+"/")) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrydeploy/ferry/internal/agent/proxyd"
 	"github.com/ferrydeploy/ferry/internal/testenv"
 )
 
@@ -213,6 +215,152 @@ func TestZeroDowntimeUpgrades(t *testing.T) {
 			t.Logf("%d requests ok, %d failed, answered by %v", l.ok.Load(), l.failed.Load(), l.releases)
 			if l.failed.Load() > 0 {
 				t.Errorf("%d requests failed during %d upgrades, e.g. %s", l.failed.Load(), upgrades, strings.Join(l.errs, "; "))
+			}
+			if len(l.releases) < 2 {
+				t.Errorf("requests were answered by %v: want both releases", l.releases)
+			}
+		})
+	}
+}
+
+// listenSockets counts the listening TCP sockets on port, whoever holds
+// them: an agent owns a port with exactly one.
+func listenSockets(port int) int {
+	n := 0
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, _ := os.ReadFile(name)
+		for i, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if i > 0 && len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestAgentRestartUnderLoad stops the real agent with SIGTERM (what
+// systemctl restart sends) and kills it with SIGKILL, starting it again
+// each time, under load, in proxy and in handoff mode, then upgrades
+// through the restarted agent. No request may fail, and none may hang:
+// each restarted agent is asked for 40 new connections, each answered
+// within a second. The apps keep their pids and the port keeps one
+// listening socket: no orphan beside it.
+func TestAgentRestartUnderLoad(t *testing.T) {
+	for _, mode := range []string{"proxy", "handoff"} {
+		t.Run(mode, func(t *testing.T) {
+			port := freeTCPPort(t)
+			dir := helloApp(t, port, mode, 2)
+			var arts [2][2]string
+			for k := range arts {
+				arts[k][0], arts[k][1] = buildDir(t, dir, fmt.Sprintf("v%d", k+1))
+			}
+			root := t.TempDir()
+			desired := filepath.Join(t.TempDir(), "desired.yaml")
+			write := func(doc string) {
+				os.WriteFile(desired+".tmp", []byte(doc), 0o644)
+				os.Rename(desired+".tmp", desired)
+			}
+			deploy := func(k int) {
+				write(fmt.Sprintf("apps:\n  hello:\n    artifact: %s\n    sha256: %s\n", arts[k][0], arts[k][1]))
+			}
+			deploy(0)
+			agent := startAgentBinary(t, root, desired, "--health-timeout", "10s")
+			defer func() {
+				write("apps: {}\n")
+				waitStatus(t, root, "stopped", func(st agentStatus) bool { return len(st.Apps["hello"].Processes) == 0 })
+			}()
+			running := func(k int) func(agentStatus) bool {
+				return func(st agentStatus) bool {
+					a := st.Apps["hello"]
+					if a.State != "running" || a.SHA256 != arts[k][1] || len(a.Processes) != 2 {
+						return false
+					}
+					for _, p := range a.Processes {
+						if p.Health != "healthy" {
+							return false
+						}
+					}
+					return true
+				}
+			}
+			pidsOf := func(st agentStatus) string {
+				var out []int
+				for _, p := range st.Apps["hello"].Processes {
+					out = append(out, p.PID)
+				}
+				return fmt.Sprint(out)
+			}
+			before := pidsOf(waitStatus(t, root, "v1 running", running(0)))
+			url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+			stop := make(chan struct{})
+			l := startLoad(url, stop)
+			time.Sleep(300 * time.Millisecond)
+			// The third agent runs a new ferry binary (a copy: another
+			// file), as after a package upgrade and systemctl restart: it
+			// upgrades the proxy process the first one started to itself.
+			newBin := filepath.Join(t.TempDir(), "ferry")
+			if b, err := os.ReadFile(ferryBin); err != nil || os.WriteFile(newBin, b, 0o755) != nil {
+				t.Fatal("copy the ferry binary:", err)
+			}
+			proxyPID := func() int {
+				in, err := proxyd.NewClient(proxyd.Options{Root: root}).Info(context.Background())
+				if err != nil {
+					t.Fatalf("the proxy process does not answer: %v", err)
+				}
+				return in.PID
+			}
+			firstProxy := proxyPID()
+			for i, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGTERM, syscall.SIGKILL} {
+				agent.Process.Signal(sig)
+				agent.Wait()
+				time.Sleep(300 * time.Millisecond) // no agent at all, for a while
+				if n := listenSockets(port); n != 1 {
+					t.Errorf("after %v, port %d has %d listening sockets, want 1", sig, port, n)
+				}
+				bin := ferryBin
+				if i >= 1 {
+					bin = newBin
+				}
+				agent = startAgentBinaryAt(t, bin, root, desired, "--health-timeout", "10s")
+				st := waitStatus(t, root, fmt.Sprintf("adopted after %v", sig), func(st agentStatus) bool {
+					return st.Agent == agent.Process.Pid && running(0)(st)
+				})
+				if got := pidsOf(st); got != before {
+					t.Fatalf("after %v and a restart the instances are %s, want the same %s", sig, got, before)
+				}
+				if n := listenSockets(port); n != 1 {
+					t.Errorf("after %v and a restart, port %d has %d listening sockets, want 1", sig, port, n)
+				}
+				fresh := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+				hung := 0
+				for range 40 {
+					resp, err := fresh.Get(url)
+					if err != nil {
+						hung++
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if hung > 0 {
+					t.Errorf("after %v and a restart, %d of 40 new connections got no answer within 1s", sig, hung)
+				}
+				switch pid := proxyPID(); {
+				case i == 0 && pid != firstProxy:
+					t.Errorf("the proxy process changed from pid %d to %d across an agent restart on the same binary", firstProxy, pid)
+				case i == 1 && pid == firstProxy:
+					t.Errorf("an agent on a new binary left the proxy process (pid %d) on the old one", pid)
+				}
+			}
+			deploy(1)
+			waitStatus(t, root, "v2 running", running(1))
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+			l.wg.Wait()
+			t.Logf("%d requests ok, %d failed, answered by %v", l.ok.Load(), l.failed.Load(), l.releases)
+			if l.failed.Load() > 0 {
+				t.Errorf("%d requests failed across agent restarts, e.g. %s", l.failed.Load(), strings.Join(l.errs, "; "))
 			}
 			if len(l.releases) < 2 {
 				t.Errorf("requests were answered by %v: want both releases", l.releases)

@@ -144,15 +144,32 @@ func badEnv(on bool, mode string, k int) string {
 	return bad[(k/4-1)%len(bad)]
 }
 
-// selfUpgradeAt reports whether the agent upgrades itself before upgrade
-// k: n times, spread evenly over the run.
-func selfUpgradeAt(k, upgrades, n int) bool {
-	for i := 1; i <= n; i++ {
-		if k == i*upgrades/(n+1) && k > 0 {
-			return true
+// Agent events: what happens to the agent itself between two upgrades.
+const (
+	evUpgrade = "upgrade" // ferry agent upgrade (SIGHUP): the new binary takes over
+	evRestart = "restart" // SIGTERM, what systemctl restart sends, then a new agent
+	evKill    = "kill"    // SIGKILL, then a new agent
+)
+
+// agentEvents spreads the agent's events evenly over a run of upgrades,
+// interleaved (upgrade, restart, kill, upgrade, …): the events that
+// happen just before upgrade k, by k.
+func agentEvents(upgrades, selfUpgrades, restarts, kills int) map[int][]string {
+	left := map[string]int{evUpgrade: selfUpgrades, evRestart: restarts, evKill: kills}
+	total := selfUpgrades + restarts + kills
+	out := map[int][]string{}
+	for j := 0; j < total; {
+		for _, ev := range []string{evUpgrade, evRestart, evKill} {
+			if left[ev] == 0 || j == total {
+				continue
+			}
+			left[ev]--
+			k := max(1, (j+1)*upgrades/(total+1))
+			out[k] = append(out[k], ev)
+			j++
 		}
 	}
-	return false
+	return out
 }
 
 // selfUpgrade runs `ferry agent upgrade` and returns the new agent's pid.
@@ -302,15 +319,11 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 		return fail("%v", err)
 	}
 	defer logf.Close()
-	agent := exec.Command(e.ferry, "agent", "--root", root, "--desired", desired,
-		"--health-timeout", e.cfg.HealthTimeout.String())
-	agent.Stdout, agent.Stderr = logf, logf
-	if err := agent.Start(); err != nil {
+	args := []string{"agent", "--root", root, "--desired", desired, "--health-timeout", e.cfg.HealthTimeout.String()}
+	agent, err := startAgentProc(e.ferry, args, logf)
+	if err != nil {
 		return fail("start agent: %v", err)
 	}
-	agentDone := make(chan struct{})
-	go func() { agent.Wait(); close(agentDone) }()
-	agentPid := agent.Process.Pid
 	defer func() {
 		// Stop the app first (the agent leaves apps running when it
 		// stops), then the agent; whatever is left is a leak.
@@ -322,27 +335,13 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 			}
 		}
 		r.Leaked = leaked(root)
-		if agentPid == agent.Process.Pid {
-			agent.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-agentDone:
-			case <-time.After(10 * time.Second):
-				agent.Process.Kill()
-				<-agentDone
-				r.Errors = append(r.Errors, "the agent ignored SIGTERM for 10s")
-			}
-		} else {
-			// An upgraded agent is no child of the harness.
-			syscall.Kill(agentPid, syscall.SIGTERM)
-			deadline := time.Now().Add(10 * time.Second)
-			for alive(agentPid) && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-			if alive(agentPid) {
-				syscall.Kill(agentPid, syscall.SIGKILL)
-				r.Errors = append(r.Errors, "the upgraded agent ignored SIGTERM for 10s")
-			}
-			<-agentDone
+		if err := agent.stop(syscall.SIGTERM, 10*time.Second); err != nil {
+			r.Errors = append(r.Errors, err.Error())
+		}
+		// The proxy process exits once it holds no port, which it does not
+		// since the app stopped.
+		if p := proxyLeft(root, 10*time.Second); p != "" {
+			r.Leaked = append(r.Leaked, p)
 		}
 		killLeaks(r.Leaked)
 		if len(r.Errors) > 0 {
@@ -355,19 +354,40 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 		return fail("first release: %v", err)
 	}
 	r.Expected = append(r.Expected, strings.TrimPrefix(first, "running "))
-	r.FDsBefore = countFDs(agent.Process.Pid)
+	r.FDsBefore = countFDs(agent.pid)
 
 	l := startLoad(ctx, e.loadConfig(port))
 	time.Sleep(time.Second)
+	events := agentEvents(e.cfg.Upgrades, e.cfg.AgentUpgrades, e.cfg.AgentRestarts, e.cfg.AgentKills)
+	current := arts[0].SHA256 // what the agent runs, healthy
 	for k := 1; k <= e.cfg.Upgrades && ctx.Err() == nil; k++ {
-		if selfUpgradeAt(k, e.cfg.Upgrades, e.cfg.AgentUpgrades) {
+		var evErr error
+		for _, ev := range events[k] {
 			t0 := time.Now()
-			before := agentPid
-			if agentPid, err = e.selfUpgrade(ctx, root, agentPid); err != nil {
-				r.Errors = append(r.Errors, err.Error())
+			before := agent.pid
+			switch ev {
+			case evUpgrade:
+				var pid int
+				if pid, evErr = e.selfUpgrade(ctx, root, agent.pid); evErr == nil {
+					agent = &agentProc{pid: pid} // no child of the harness
+					r.AgentUpgrades = append(r.AgentUpgrades, fmt.Sprintf("pid %d → %d in %.2f s", before, pid, time.Since(t0).Seconds()))
+				}
+			case evRestart, evKill:
+				sig := syscall.SIGTERM
+				if ev == evKill {
+					sig = syscall.SIGKILL
+				}
+				if agent, evErr = e.restartAgent(ctx, agent, sig, args, logf, root, current); evErr == nil {
+					r.AgentRestarts = append(r.AgentRestarts, fmt.Sprintf("%s: pid %d → %d, adopted in %.2f s", ev, before, agent.pid, time.Since(t0).Seconds()))
+				}
+			}
+			if evErr != nil {
+				r.Errors = append(r.Errors, evErr.Error())
 				break
 			}
-			r.AgentUpgrades = append(r.AgentUpgrades, fmt.Sprintf("pid %d → %d in %.2f s", before, agentPid, time.Since(t0).Seconds()))
+		}
+		if evErr != nil {
+			break
 		}
 		a := arts[k]
 		bad := badEnv(e.cfg.Bad, mode, k)
@@ -389,6 +409,7 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 		if rel, ok := strings.CutPrefix(out, "running "); ok {
 			u.Outcome, u.Release = "running", rel
 			r.Expected = append(r.Expected, rel)
+			current = a.SHA256
 		}
 		r.Upgrades = append(r.Upgrades, u)
 		time.Sleep(spacing(e.rng, e.cfg.SpacingMin, e.cfg.SpacingMax))
@@ -396,8 +417,120 @@ func (e *env) runAgent(ctx context.Context, s *Subject, mode string, i int) *Run
 	time.Sleep(time.Second)
 	finish(r, l)
 	time.Sleep(500 * time.Millisecond) // the agent's proxy sees the clients' conns close
-	r.FDsAfter = countFDs(agentPid)
+	r.FDsAfter = countFDs(agent.pid)
 	return r
+}
+
+// agentProc is the running agent: a child of the harness, or (after an
+// upgrade) the process the old agent started.
+type agentProc struct {
+	pid  int
+	cmd  *exec.Cmd     // nil when not the harness's child
+	done chan struct{} // closed when cmd has exited
+}
+
+func startAgentProc(ferry string, args []string, log *os.File) (*agentProc, error) {
+	cmd := exec.Command(ferry, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	a := &agentProc{pid: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(a.done) }()
+	return a, nil
+}
+
+// stop signals the agent and waits (up to within for SIGTERM) until it has
+// exited; then SIGKILL.
+func (a *agentProc) stop(sig syscall.Signal, within time.Duration) error {
+	syscall.Kill(a.pid, sig)
+	gone := func() bool {
+		if a.cmd != nil {
+			select {
+			case <-a.done:
+				return true
+			default:
+				return false
+			}
+		}
+		return !alive(a.pid)
+	}
+	deadline := time.Now().Add(within)
+	for !gone() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if gone() {
+		return nil
+	}
+	syscall.Kill(a.pid, syscall.SIGKILL)
+	for !gone() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("the agent (pid %d) ignored %v for %v", a.pid, sig, within)
+}
+
+// restartAgent stops the agent with sig (SIGTERM: what systemctl restart
+// sends; SIGKILL: a crash), starts a new one at once, as a supervisor
+// does, and waits until it has adopted the app: sha running, every
+// instance healthy, the same pids as before.
+func (e *env) restartAgent(ctx context.Context, a *agentProc, sig syscall.Signal, args []string, log *os.File, root, sha string) (*agentProc, error) {
+	st, err := e.status(ctx, root)
+	if err != nil {
+		return a, err
+	}
+	var before []int
+	for _, p := range st.Apps["hello"].Processes {
+		before = append(before, p.PID)
+	}
+	fmt.Fprintf(log, "---- harness: %v to the agent (pid %d)\n", sig, a.pid)
+	if err := a.stop(sig, 30*time.Second); err != nil {
+		return a, err
+	}
+	n, err := startAgentProc(e.ferry, args, log)
+	if err != nil {
+		return a, fmt.Errorf("start agent after %v: %v", sig, err)
+	}
+	_, err = e.waitStatus(ctx, root, 60*time.Second, func(st *agentStatus) (string, bool) {
+		app := st.Apps["hello"]
+		if st.Agent != n.pid || app.SHA256 != sha || len(app.Processes) != len(before) {
+			return "", false
+		}
+		for k, p := range app.Processes {
+			if p.PID != before[k] || p.Health != "healthy" {
+				return "", false
+			}
+		}
+		return "", true
+	})
+	if err != nil {
+		return n, fmt.Errorf("after %v the new agent (pid %d) did not adopt the instances %v: %v", sig, n.pid, before, err)
+	}
+	return n, nil
+}
+
+// proxyLeft says which proxy process of root still runs (its working
+// directory is the root) once within has passed, if one does: it exits by
+// itself once it holds no port.
+func proxyLeft(root string, within time.Duration) string {
+	deadline := time.Now().Add(within)
+	for {
+		var left string
+		ents, _ := os.ReadDir("/proc")
+		for _, d := range ents {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil || !alive(pid) {
+				continue
+			}
+			if cwd, err := os.Readlink(filepath.Join("/proc", d.Name(), "cwd")); err == nil && cwd == root {
+				cmd, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+				left = fmt.Sprintf("%d %s", pid, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "))
+			}
+		}
+		if left == "" || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (e *env) loadConfig(port int) loadConfig {

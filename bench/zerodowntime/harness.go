@@ -52,6 +52,9 @@ type Run struct {
 	FDsAfter  int            `json:"agent_fds_after,omitempty"`
 	// AgentUpgrades are the agent's own upgrades during the run.
 	AgentUpgrades []string `json:"agent_upgrades,omitempty"`
+	// AgentRestarts are the times the agent was stopped (SIGTERM) or
+	// killed (SIGKILL) and a new one adopted the app.
+	AgentRestarts []string `json:"agent_restarts,omitempty"`
 	LoadSecs      float64  `json:"load_seconds"`
 	Errors        []string `json:"errors,omitempty"` // the harness could not do what it meant to
 	Verdict       string   `json:"verdict"`

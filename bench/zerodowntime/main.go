@@ -27,6 +27,8 @@ type config struct {
 	Modes, Controls []string
 	Upgrades, Scale int
 	AgentUpgrades   int
+	AgentRestarts   int // SIGTERM and a new agent
+	AgentKills      int // SIGKILL and a new agent
 	Runs            int
 	Bad             bool
 	Load            loadConfig
@@ -53,6 +55,8 @@ func main() {
 	flag.StringVar(&controls, "control", "", "controls to run, comma-separated: reuseport, kamal, direct")
 	flag.IntVar(&cfg.Upgrades, "upgrades", 100, "upgrades per run")
 	flag.IntVar(&cfg.AgentUpgrades, "agent-upgrades", 2, "times the agent upgrades itself (ferry agent upgrade) during each agent run")
+	flag.IntVar(&cfg.AgentRestarts, "agent-restarts", 2, "times the agent is stopped with SIGTERM (what systemctl restart sends) and started again during each agent run")
+	flag.IntVar(&cfg.AgentKills, "agent-kills", 2, "times the agent is killed with SIGKILL and started again during each agent run")
 	flag.IntVar(&cfg.Scale, "scale", 1, "instances of the web process (agent modes)")
 	flag.IntVar(&cfg.Runs, "runs", 3, "runs per subject")
 	flag.BoolVar(&cfg.Bad, "bad", false, "make every 4th upgrade a bad release: crashes at boot, never ready, or ignores SIGTERM (in turn)")

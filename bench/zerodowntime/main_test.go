@@ -156,8 +156,9 @@ func TestPOSTIsNotRetried(t *testing.T) {
 
 // TestSmoke is the short version of the benchmark that CI runs: 20
 // upgrades per subject (every 4th a bad release: crash at boot, never
-// ready, ignore SIGTERM — handoff gets the first two) and one agent
-// self-upgrade, under the full load. The agent's proxy and handoff modes
+// ready, ignore SIGTERM — handoff gets the first two), one agent
+// self-upgrade, one agent SIGTERM and one SIGKILL (each followed by a new
+// agent), under the full load. The agent's proxy and handoff modes
 // must lose nothing and answer the WebSocket; the negative controls,
 // stop-start and two SO_REUSEPORT servers, must be seen failing; in each,
 // the tallies must add up.
@@ -172,6 +173,8 @@ func TestSmoke(t *testing.T) {
 		Controls:      []string{"reuseport"},
 		Upgrades:      20,
 		AgentUpgrades: 1,
+		AgentRestarts: 1,
+		AgentKills:    1,
 		Bad:           true,
 		Scale:         1,
 		Runs:          1,
@@ -228,6 +231,9 @@ func TestSmoke(t *testing.T) {
 			if strings.HasPrefix(s.Name, "agent") && len(r.AgentUpgrades) != cfg.AgentUpgrades {
 				t.Errorf("%s: agent upgraded itself %d times, want %d", s.Name, len(r.AgentUpgrades), cfg.AgentUpgrades)
 			}
+			if strings.HasPrefix(s.Name, "agent") && len(r.AgentRestarts) != cfg.AgentRestarts+cfg.AgentKills {
+				t.Errorf("%s: agent stopped or killed %d times, want %d", s.Name, len(r.AgentRestarts), cfg.AgentRestarts+cfg.AgentKills)
+			}
 			if ws := r.Clients[cliWS]; strings.HasPrefix(s.Name, "agent") && (ws == nil || !ws.Supported || ws.Classes[classOK] == 0) {
 				t.Errorf("%s: the WebSocket client was not answered: %+v", s.Name, ws)
 			}
@@ -237,5 +243,38 @@ func TestSmoke(t *testing.T) {
 		var b strings.Builder
 		writeReport(&b, cfg, res)
 		t.Logf("report:\n%s\nlog:\n%s", b.String(), log.String())
+	}
+}
+
+// TestAgentEvents checks how the agent's own events spread over a run:
+// each as many times as asked, interleaved, none before the first upgrade
+// or after the last.
+func TestAgentEvents(t *testing.T) {
+	for _, tt := range []struct{ upgrades, self, restarts, kills int }{
+		{100, 2, 2, 2}, {20, 1, 1, 1}, {100, 2, 0, 0}, {5, 0, 3, 3}, {10, 0, 0, 0},
+	} {
+		got := agentEvents(tt.upgrades, tt.self, tt.restarts, tt.kills)
+		count := map[string]int{}
+		var order []string
+		for k := 1; k <= tt.upgrades; k++ {
+			for _, ev := range got[k] {
+				count[ev]++
+				order = append(order, ev)
+			}
+		}
+		for k := range got {
+			if k < 1 || k > tt.upgrades {
+				t.Errorf("%+v: an event before upgrade %d, outside 1..%d", tt, k, tt.upgrades)
+			}
+		}
+		if count[evUpgrade] != tt.self || count[evRestart] != tt.restarts || count[evKill] != tt.kills {
+			t.Errorf("%+v: events %v", tt, count)
+		}
+		if tt.self > 0 && tt.restarts > 0 && tt.kills > 0 && (len(order) < 3 || order[0] != evUpgrade || order[1] != evRestart || order[2] != evKill) {
+			t.Errorf("%+v: not interleaved: %v", tt, order)
+		}
+	}
+	if got := agentEvents(100, 2, 0, 0); len(got[33]) != 1 || len(got[66]) != 1 {
+		t.Errorf("two self-upgrades in 100 upgrades at %v, want before 33 and 66", got)
 	}
 }

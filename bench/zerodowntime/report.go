@@ -124,6 +124,9 @@ func writeRun(w io.Writer, n int, r *Run) {
 	if len(r.AgentUpgrades) > 0 {
 		fmt.Fprintf(w, "; agent upgraded itself %d times (%s)", len(r.AgentUpgrades), strings.Join(r.AgentUpgrades, ", "))
 	}
+	if len(r.AgentRestarts) > 0 {
+		fmt.Fprintf(w, "; agent stopped or killed and started again %d times (%s)", len(r.AgentRestarts), strings.Join(r.AgentRestarts, ", "))
+	}
 	fmt.Fprintf(w, "; leaked processes: %d\n\n", len(r.Leaked))
 	fmt.Fprintln(w, "| client | requests | "+strings.Join(classes, " | ")+" | open loop: failed / sent | retried | versions | p50 ms | p99 ms | max ms |")
 	fmt.Fprintln(w, "|---|--:|"+strings.Repeat("--:|", len(classes))+"--:|--:|--:|--:|--:|--:|")

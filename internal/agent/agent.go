@@ -22,6 +22,7 @@ import (
 	"github.com/ferrydeploy/ferry/internal/agent/cache"
 	"github.com/ferrydeploy/ferry/internal/agent/logfile"
 	"github.com/ferrydeploy/ferry/internal/agent/notify"
+	"github.com/ferrydeploy/ferry/internal/agent/proxyd"
 	"github.com/ferrydeploy/ferry/internal/agent/supervise"
 	"github.com/ferrydeploy/ferry/internal/artifact"
 	"github.com/ferrydeploy/ferry/internal/desired"
@@ -54,8 +55,9 @@ type Config struct {
 	HealthTimeout time.Duration
 	Limits        artifact.Limits
 	Logger        *slog.Logger
-	// Self is the ferry binary, which handoff-mode instances start
-	// through (see package listenfd).
+	// Self is the ferry binary: the proxy process that holds the public
+	// ports runs it (package proxyd), and handoff-mode instances start
+	// through it (package listenfd). Without it no port can be owned.
 	Self string
 	// StopOnExit stops the apps when Run returns, instead of leaving them
 	// for the next agent: for ferry dev, where nothing comes next.
@@ -79,7 +81,8 @@ type Agent struct {
 	dirty     chan struct{}
 	reported  chan struct{} // nudges reportLoop
 	upgrade   chan struct{}
-	inherited *inherited  // sockets an upgrading agent handed this one
+	inherited *inherited // sockets an upgrading agent handed this one
+	ports     *proxyd.Client
 	applied   chan string // app names, after each deploy attempt; for tests and benchmarks
 }
 
@@ -158,6 +161,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.stopOrphans(prev)
+	// The public ports live in the proxy process, which an earlier agent
+	// may have left serving them.
+	a.ports = proxyd.NewClient(proxyd.Options{Root: root, Self: a.cfg.Self, LogLevel: logLevel(a.log), Logger: a.log.With("part", "proxy-client")})
+	defer once.run("ports", a.ports.Close)
+	if _, err := a.ports.Connect(ctx); err != nil {
+		a.log.Warn("proxy process", "err", err)
+	}
 	// Instances say READY=1 here; the sender's pid is checked.
 	a.notify, err = notify.Listen(filepath.Join(root, NotifySocket))
 	if err != nil {
@@ -167,6 +177,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.st = &State{Host: a.cfg.Name, Agent: os.Getpid(), Desired: a.cfg.Desired, Apps: map[string]*AppState{}}
 	for _, name := range slices.Sorted(maps.Keys(prev.Apps)) {
 		a.runner(name).resume(prev.Apps[name])
+	}
+	// What an earlier agent left open for apps that no longer run here.
+	if err := a.ports.Retain(ctx); err != nil {
+		a.log.Warn("proxy process: closing ports no app claims", "err", err)
 	}
 	srv, err := a.serveStatus()
 	if err != nil {
@@ -231,16 +245,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			once.run("status", func() { srv.Close() })
 			once.run("notify", func() { a.notify.Close() })
 			once.run("unlock", unlock)
+			// The ports stay with the proxy process; the new agent finds
+			// them there.
+			once.run("ports", a.ports.Close)
 			if err := a.handOver(ctx); err != nil {
-				a.closeOwners()
 				return fmt.Errorf("%w; the apps keep running and the next agent adopts them", err)
 			}
-			a.log.Info("upgrade: the new agent serves; draining and exiting")
-			a.drainOwners()
+			a.log.Info("upgrade: the new agent serves; exiting")
 			return nil
 		case <-ctx.Done():
 			err := stop()
-			a.closeOwners()
+			if a.cfg.StopOnExit {
+				a.closeOwners()
+			}
 			return err
 		}
 	}
@@ -331,33 +348,24 @@ func (a *Agent) stopAll() {
 	}
 }
 
-// closeOwners closes every port the agent owns.
+// closeOwners closes every port the agent owns, in the proxy process too:
+// for an agent whose apps stop with it. Otherwise the ports outlive the
+// agent in the proxy process, as the apps do.
 func (a *Agent) closeOwners() {
 	for _, r := range a.runners() {
 		r.closeOwners()
 	}
 }
 
-// drainOwners stops accepting on every owned port and lets the requests in
-// flight through the proxies finish: the new agent accepts on the same
-// sockets meanwhile.
-func (a *Agent) drainOwners() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, r := range a.runners() {
-		for _, o := range r.owners {
-			wg.Go(func() {
-				if o.proxy != nil {
-					o.ln.Close() // new connections go to the new agent only
-					o.proxy.LameDuck(ctx, time.Second)
-					o.proxy.Shutdown(ctx)
-				}
-				o.ln.Close()
-			})
+// logLevel is the least level log writes, for the proxy process to log
+// alike.
+func logLevel(log *slog.Logger) string {
+	for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if log.Enabled(context.Background(), l) {
+			return l.String()
 		}
 	}
-	wg.Wait()
+	return slog.LevelError.String()
 }
 
 func (a *Agent) runners() []*appRunner {

@@ -41,7 +41,7 @@ type appRunner struct {
 	done    chan struct{}
 
 	procs  []*supervise.Instance // touched only by loop (and statuses, under a.mu)
-	owners map[string]*portOwner // by process name; touched only by loop
+	owners map[int]*portOwner    // by port; touched only by loop
 
 	fetching fetchGuard
 }
@@ -104,7 +104,7 @@ func newRunner(a *Agent, name string) *appRunner {
 		ctx:     ctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
-		owners:  map[string]*portOwner{},
+		owners:  map[int]*portOwner{},
 	}
 }
 
@@ -501,12 +501,7 @@ func (r *appRunner) start(app *ferry.App, want *desired.App, id string, prev []s
 	}
 	var ps []*supervise.Instance
 	for _, s := range specs {
-		var old *supervise.Status
-		for k := range prev {
-			if prev[k].Process == s.Process && prev[k].Instance == s.N {
-				old = &prev[k]
-			}
-		}
+		old := adoptee(prev, s)
 		o, err := r.owner(*app.Process(s.Process))
 		if err == nil {
 			err = r.prepare(o, &s, false)
@@ -515,18 +510,20 @@ func (r *appRunner) start(app *ferry.App, want *desired.App, id string, prev []s
 		if err == nil {
 			p, err = supervise.Start(s, old)
 		}
+		if err == nil {
+			ps = append(ps, p)
+			err = r.admit(o, p)
+		}
 		if err != nil {
 			r.setProcs(ps)
 			r.stopAll()
 			return err
 		}
-		if o != nil && o.proxy != nil {
-			o.proxy.Add(backend(p.Status()))
-		}
-		ps = append(ps, p)
 	}
 	r.setProcs(ps)
-	return nil
+	err = r.syncOwners()
+	r.stopUnadopted(specs, prev)
+	return err
 }
 
 // stopAll stops every instance, in parallel, each within its stop_timeout.

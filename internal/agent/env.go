@@ -153,10 +153,10 @@ func baseEnv() []string {
 // it declares one, else a free loopback port. (prepare gives instances
 // behind the proxy their own ports.)
 func instancePort(p ferry.Process, k int, prev []supervise.Status) (int, error) {
-	for _, st := range prev {
-		if st.Process == p.Name && st.Instance == k && st.Port > 0 {
-			return st.Port, nil
-		}
+	// The port of the very process it adopts (see adoptee): of two
+	// recorded for one number, the last.
+	if st := adoptee(prev, supervise.Spec{Process: p.Name, N: k}); st != nil && st.Port > 0 {
+		return st.Port, nil
 	}
 	if p.Port > 0 {
 		return p.Port + k - 1, nil

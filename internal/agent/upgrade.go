@@ -5,23 +5,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ferrydeploy/ferry/internal/agent/install"
 )
 
 // An agent upgrades itself the way einhorn and tableflip do: it starts the
-// new binary, hands it the listening sockets of every port it owns, and
-// once the new agent has adopted the apps and serves those sockets too
-// (one accept queue, two processes), the old one stops accepting, lets its
-// in-flight requests finish and exits. The apps never stop.
+// new binary and exits once the new agent has adopted the apps and serves.
+// The public ports never move: they live in the proxy process (package
+// proxyd), which the new agent finds on the control socket, and upgrades
+// in the same way when it runs another binary. An agent from before the
+// proxy process hands over the listening socket of every port it owns
+// instead (one accept queue, two processes), and the new agent passes them
+// on to a proxy process before it says it serves; the old one then stops
+// accepting, lets its in-flight requests finish and exits. The apps never
+// stop.
 const (
 	// envListeners names the sockets handed over: "app/process=fd,…".
 	envListeners = "FERRY_AGENT_LISTENERS"
@@ -50,6 +54,10 @@ func takeInherited() (*inherited, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %s=%q: %w", envReadyFD, fdText, err)
 	}
+	// Not for this agent's children: the old agent waits for every copy of
+	// the pipe to close, and the proxy process this agent may start before
+	// it serves would keep one open for as long as it runs.
+	syscall.CloseOnExec(fd)
 	in.ready = os.NewFile(uintptr(fd), "upgrade-ready")
 	for _, item := range strings.Split(spec, ",") {
 		if item == "" {
@@ -114,7 +122,7 @@ func lockWaiting(ctx context.Context, path string, wait bool) (func(), error) {
 
 // handOver starts the new agent (Self, with this agent's arguments) and
 // waits until it serves. Before it is called, every app worker has stopped
-// and the lock is released; the ports are still served here.
+// and the lock is released; the ports are served by the proxy process.
 func (a *Agent) handOver(ctx context.Context) error {
 	if a.cfg.Self == "" {
 		return errors.New("upgrade: the path of the ferry binary is unknown")
@@ -126,24 +134,8 @@ func (a *Agent) handOver(ctx context.Context) error {
 	defer r.Close()
 	cmd := exec.Command(a.cfg.Self, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	var items []string
-	a.mu.Lock()
-	runners := slices.Collect(maps.Values(a.apps))
-	a.mu.Unlock()
-	for _, run := range runners {
-		for _, name := range slices.Sorted(maps.Keys(run.owners)) {
-			f, err := run.owners[name].ln.(interface{ File() (*os.File, error) }).File()
-			if err != nil {
-				w.Close()
-				return fmt.Errorf("upgrade: socket of %s/%s: %w", run.name, name, err)
-			}
-			defer f.Close()
-			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
-			items = append(items, fmt.Sprintf("%s/%s=%d", run.name, name, 2+len(cmd.ExtraFiles)))
-		}
-	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, w)
-	cmd.Env = append(os.Environ(), envListeners+"="+strings.Join(items, ","), fmt.Sprintf("%s=%d", envReadyFD, 2+len(cmd.ExtraFiles)))
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Env = append(os.Environ(), envListeners+"=", fmt.Sprintf("%s=%d", envReadyFD, 3))
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("upgrade: start %s: %w", a.cfg.Self, err)

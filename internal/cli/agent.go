@@ -53,10 +53,14 @@ processes: process groups, restarts with backoff, logs in ROOT/apps/APP/logs,
 health checks. A release that fails its health checks within health_timeout
 is rejected and the last healthy release comes back.
 
-Stopping the agent (SIGTERM) leaves the apps running; the next agent adopts
-them. SIGHUP (or ferry agent upgrade) after replacing the ferry binary starts
-the new binary, hands it the ports the agent owns, and exits once it serves:
-no request is dropped. The desired-state document:
+The public ports belong to the agent's proxy process (ferry __proxy, started
+by the agent, listening on ROOT/proxy.sock), which holds their sockets and
+proxies them. Stopping the agent (SIGTERM) or killing it leaves the apps and
+the proxy process running, so no request is dropped; the next agent adopts
+them all (and upgrades the proxy process when its own binary is another).
+A port another process listens on is refused, naming that process. SIGHUP
+(or ferry agent upgrade) after replacing the ferry binary starts the new
+binary and exits once it serves. The desired-state document:
 
   apps:
     hello:
@@ -388,9 +392,10 @@ func newAgentUpgrade(env Env) *cobra.Command {
 		Use:   "upgrade",
 		Short: "Hand the running agent over to the ferry binary now on disk",
 		Long: `Upgrade asks the agent on ROOT to start the ferry binary at its path (replace
-the binary first), hand it the listening sockets of every port it owns and
-the apps it supervises, and exit once the new agent serves. The apps keep
-running and no request is dropped. Same as sending the agent SIGHUP.`,
+the binary first), hand it the apps it supervises, and exit once the new
+agent serves. The new agent also hands the proxy process, which holds the
+public ports, over to a process of the new binary. The apps keep running and
+no request is dropped. Same as sending the agent SIGHUP.`,
 		Example: `  install -m 0755 ferry-new /usr/local/bin/ferry && ferry agent upgrade --root /var/lib/ferry`,
 		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {

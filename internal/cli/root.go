@@ -77,7 +77,7 @@ Commands, by what they are for (ferry COMMAND --help for each):
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newInit(env), newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newRunAsExec(env), newServer(env), newDev(env),
+	root.AddCommand(newInit(env), newBuild(env), newApply(env), newAgent(env), newRun(env), newExport(env), newListenExec(env), newRunAsExec(env), newProxyExec(env), newServer(env), newDev(env),
 		newLogin(env), newPublish(env), newDeploy(env), newRollback(env), newPromote(env), newStatus(env), newReleases(env), newHistory(env), newConfig(env), newKeygen(env), newSign(env), newToken(env), newLock(env), newGC(env), newLogs(env), newHost(env))
 	return root
 }

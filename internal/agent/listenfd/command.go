@@ -19,6 +19,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ShimCommand is the hidden subcommand of the ferry binary that runs Exec
@@ -38,10 +41,38 @@ const (
 	unknownName = "unknown"
 )
 
-// fileListener is what a listener must be to be passed on:
-// *net.TCPListener and *net.UnixListener are.
-type fileListener interface {
-	File() (*os.File, error)
+// File returns a duplicate of ln's socket (a *net.TCPListener or
+// *net.UnixListener) as a file to pass to another process, whose Fd does
+// not change the socket's blocking mode. The mode belongs to the socket,
+// not to one descriptor of it, and the socket is shared: with the agent's
+// proxy process, and with the instances that accept on it. The file of
+// net's own File method turns the socket blocking when os/exec takes its
+// Fd, and then an accept already waiting in any of those processes blocks
+// in the kernel, where closing the listener cannot wake it. So the socket
+// stays non-blocking, as systemd passes it with NonBlocking=yes: the app
+// sets the mode it wants, as Go's net.FileListener, gunicorn, Node and
+// nginx do.
+func File(ln net.Listener) (*os.File, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listenfd: a %T has no file to pass", ln)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("listenfd: %w", err)
+	}
+	dup, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("listenfd: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("listenfd: dup: %w", derr)
+	}
+	// os.NewFile of a descriptor that is already non-blocking leaves it so
+	// when its Fd is taken (unlike the file of net's File).
+	return os.NewFile(uintptr(dup), "socket"), nil
 }
 
 // Command returns what starts argv through the shim at self (the ferry
@@ -75,12 +106,7 @@ func Command(self string, argv []string, listeners []net.Listener, names []strin
 
 	files = make([]*os.File, 0, len(listeners))
 	for i, ln := range listeners {
-		fl, ok := ln.(fileListener)
-		if !ok {
-			closeAll(files)
-			return nil, nil, nil, fmt.Errorf("listenfd: %s: a %T has no file to pass", names[i], ln)
-		}
-		f, err := fl.File()
+		f, err := File(ln)
 		if err != nil {
 			closeAll(files)
 			return nil, nil, nil, fmt.Errorf("listenfd: %s: %w", names[i], err)

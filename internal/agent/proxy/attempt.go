@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"sync/atomic"
@@ -96,11 +97,11 @@ func (p *Proxy) noBackend(w http.ResponseWriter, r *http.Request, last *attempt,
 		// The client is gone; nobody reads the answer.
 		w.WriteHeader(http.StatusBadGateway)
 	case last != nil:
-		p.log.Error("upstream failed; no other backend to try", keyBackend, last.f.b.addr,
-			keyMethod, r.Method, keyPath, r.URL.Path, keyErr, last.err)
+		p.errs.note(last.f.b.addr, evFailed, slog.LevelError, "upstream failed; no other backend to try", last.err,
+			keyMethod, r.Method, keyPath, r.URL.Path)
 		http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 	default:
-		p.log.Warn("no backend", keyMethod, r.Method, keyPath, r.URL.Path, keyErr, err)
+		p.errs.note("", evNoBackend, slog.LevelWarn, "no backend", err, keyMethod, r.Method, keyPath, r.URL.Path)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 	}
@@ -121,12 +122,12 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, out *http.Request, err erro
 	a.retry = !clientGone && !a.responded && a.body.unread() && (dial || idempotent(a.in))
 	switch {
 	case a.retry:
-		b.log.Warn("upstream failed; trying another backend", keyMethod, a.in.Method, keyPath, a.in.URL.Path, keyErr, err)
+		p.errs.note(b.addr, evRetried, slog.LevelWarn, "upstream failed; trying another backend", err, keyMethod, a.in.Method, keyPath, a.in.URL.Path)
 		return
 	case clientGone:
 		b.log.Debug("client went away", keyMethod, a.in.Method, keyPath, a.in.URL.Path, keyErr, err)
 	default:
-		b.log.Error("upstream failed", keyMethod, a.in.Method, keyPath, a.in.URL.Path, keyErr, err)
+		p.errs.note(b.addr, evFailed, slog.LevelError, "upstream failed", err, keyMethod, a.in.Method, keyPath, a.in.URL.Path)
 	}
 	http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 }

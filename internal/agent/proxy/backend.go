@@ -98,7 +98,7 @@ func newBackend(p *Proxy, addr string) *backend {
 		Transport: b.transport,
 		// Flush every write: the proxy must not add latency to streams.
 		FlushInterval:  -1,
-		ErrorLog:       slog.NewLogLogger(b.log.Handler(), slog.LevelWarn),
+		ErrorLog:       p.errs.stdLogger(addr),
 		ErrorHandler:   p.upstreamError,
 		ModifyResponse: modifyResponse,
 	}

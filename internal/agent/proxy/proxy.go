@@ -51,6 +51,10 @@ type Options struct {
 	// NoBackendWait is how long a request arriving while no backend is in
 	// rotation waits for one before it is answered 503; default 10s.
 	NoBackendWait time.Duration
+	// ErrorLogEvery is the least time between two lines about the failed
+	// requests of one backend: more failures within it are counted and
+	// summed up in one line; default 1s.
+	ErrorLogEvery time.Duration
 }
 
 // Proxy forwards HTTP requests to the backends in rotation. It is an
@@ -58,6 +62,7 @@ type Options struct {
 type Proxy struct {
 	opt  Options
 	log  *slog.Logger
+	errs *errorLog
 	srv  *http.Server
 	done chan struct{} // closed by Shutdown
 	stop sync.Once
@@ -99,6 +104,7 @@ func New(opt Options) *Proxy {
 	p := &Proxy{
 		opt:      opt,
 		log:      opt.Logger,
+		errs:     newErrorLog(opt.Logger, opt.ErrorLogEvery),
 		done:     make(chan struct{}),
 		draining: make(map[*backend]struct{}),
 		added:    make(chan struct{}),
@@ -112,7 +118,7 @@ func New(opt Options) *Proxy {
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ErrorLog:          p.errs.stdLogger(""),
 	}
 	return p
 }
@@ -255,6 +261,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.srv.Close()
 	}
 	wg.Wait()
+	p.errs.close()
 	if err != nil {
 		return fmt.Errorf("proxy: shutdown: %w", err)
 	}
