@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/ferrydeploy/ferry/internal/testenv"
@@ -128,9 +129,11 @@ processes:
 
 // TestThirdPartyApps deploys apps ferry did not write — gunicorn, an
 // Express app from npm, go-httpbin from the module proxy — through the real
-// agent binary, upgrades them under load, deploys a release that crashes
-// at start and one whose check fails, and goes back to the first release:
-// no request may fail, keep-alive, POST or fresh connection.
+// agent binary, upgrades them under load, stops the agent with SIGTERM and
+// kills it with SIGKILL (a new one adopts the app each time), deploys a
+// release that crashes at start and one whose check fails, and goes back to
+// the first release: no request may fail, keep-alive, POST or fresh
+// connection.
 func TestThirdPartyApps(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -168,7 +171,7 @@ func TestThirdPartyApps(t *testing.T) {
 				}
 			}
 			deploy(v1)
-			startAgentBinary(t, root, desired, "--health-timeout", "5s")
+			agent := startAgentBinary(t, root, desired, "--health-timeout", "5s")
 			defer func() {
 				os.WriteFile(desired, []byte("apps: {}\n"), 0o644)
 				waitStatus(t, root, "stopped", func(st agentStatus) bool { return len(st.Apps[appName].Processes) == 0 })
@@ -178,6 +181,15 @@ func TestThirdPartyApps(t *testing.T) {
 			l := startLoad(fmt.Sprintf("http://127.0.0.1:%d%s", port, app.path), stop)
 			deploy(v2)
 			waitStatus(t, root, "upgraded to v2", running(v2))
+			// The agent stopped as systemctl restart stops it, and killed;
+			// each time a new one adopts the app, and nothing fails.
+			for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+				agent.Process.Signal(sig)
+				agent.Wait()
+				agent = startAgentBinary(t, root, desired, "--health-timeout", "5s")
+				pid := agent.Process.Pid
+				waitStatus(t, root, fmt.Sprintf("adopted after %v", sig), func(st agentStatus) bool { return st.Agent == pid && running(v2)(st) })
+			}
 			for _, bad := range []struct {
 				name string
 				a    art
