@@ -272,9 +272,10 @@ func (e *env) waitStatus(ctx context.Context, root string, within time.Duration,
 }
 
 // upgraded is the status condition of a finished upgrade to sha: it runs
-// healthy (outcome "running", and the release id that answers as
-// X-Release), or the agent rejected it and what it went back to is
-// healthy again (outcome "rejected").
+// healthy (outcome "running", and the release's name that answers as
+// X-Release: its FERRY_RELEASE, the desired state's label, else its id),
+// or the agent rejected it and what it went back to is healthy again
+// (outcome "rejected").
 func upgraded(sha string, scale int) func(*agentStatus) (string, bool) {
 	return func(st *agentStatus) (string, bool) {
 		a, ok := st.Apps["hello"]
@@ -287,7 +288,11 @@ func upgraded(sha string, scale int) func(*agentStatus) (string, bool) {
 		}
 		switch {
 		case a.SHA256 == sha && a.State == "running" && healthy:
-			return "running " + a.Release, true
+			name := a.Label
+			if name == "" {
+				name = a.Release
+			}
+			return "running " + name, true
 		case a.Rejected != nil && a.Rejected.SHA256 == sha && a.State != "installing" && healthy:
 			return "rejected", true
 		}

@@ -337,7 +337,7 @@ func wrap(ctx context.Context, err error) error {
 	}
 	switch e := rpctypes.Error(err); {
 	case errors.Is(err, context.DeadlineExceeded), e == rpctypes.ErrTimeout, e == rpctypes.ErrLeaderChanged,
-		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrLeaderChanged):
+		errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrLeaderChanged), remoteDeadline(err):
 		return ferry.Errorf(ferry.EUNAVAILABLE, "the state store (etcd) is unavailable: no answer in time (has it lost quorum?): %v", err)
 	}
 	switch status.Code(err) {
@@ -348,4 +348,13 @@ func wrap(ctx context.Context, err error) error {
 		return ferry.Errorf(ferry.EUNAVAILABLE, "the state store (etcd) is unavailable: %v", err)
 	}
 	return fmt.Errorf("state/etcd: %w", err)
+}
+
+// remoteDeadline reports whether err is a context deadline that ended on
+// the etcd server (a member without quorum gives up on the request): gRPC
+// carries it as status Unknown whose message is the context package's own
+// sentinel, which is as close to errors.Is as a wire allows.
+func remoteDeadline(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unknown && st.Message() == context.DeadlineExceeded.Error()
 }
