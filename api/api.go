@@ -70,21 +70,6 @@ type ErrorBody struct {
 	} `json:"error"`
 }
 
-// Artifact is an uploaded build, named by its sha256.
-type Artifact struct {
-	SHA256   string    `json:"sha256"`
-	App      string    `json:"app"`
-	Version  string    `json:"version"`
-	Commit   string    `json:"commit,omitempty"` // the source's git commit, when built from git
-	Dirty    bool      `json:"dirty,omitempty"`  // built from a tree with uncommitted changes
-	OS       string    `json:"os,omitempty"`     // the target it was built for, from its meta.json
-	Arch     string    `json:"arch,omitempty"`
-	Size     int64     `json:"size"`
-	Uploaded time.Time `json:"uploaded"`
-	By       string    `json:"by"`
-	Existed  bool      `json:"existed,omitempty"` // the upload was skipped: the server had it
-}
-
 // GCRequest asks the server to remove artifacts no release references,
 // keeping the Keep newest per app and any uploaded within MinAge.
 type GCRequest struct {
@@ -115,22 +100,6 @@ type App struct {
 type GroupApp struct {
 	Group   string `json:"group"`
 	Release int    `json:"release"` // 0: none
-}
-
-// Release is an artifact plus a config revision, numbered per app.
-type Release struct {
-	App       string    `json:"app"`
-	Number    int       `json:"number"` // vN
-	SHA256    string    `json:"sha256"`
-	Version   string    `json:"version"` // the artifact's
-	ConfigRev int       `json:"config_rev"`
-	Created   time.Time `json:"created"`
-	By        string    `json:"by"`
-	// Outcome of its last deployment: none yet, deploying, healthy,
-	// failed, rolled-back.
-	Outcome ferry.Outcome `json:"outcome,omitempty"`
-	// Signatures of the release record (signature.ReleaseMessage).
-	Signatures []ferry.Signature `json:"signatures,omitempty"`
 }
 
 // ReleaseRequest selects an artifact (as a deploy does) to make a release
@@ -185,51 +154,9 @@ const (
 	DeployRolledBack = ferry.DeployRolledBack
 )
 
-// Deployment is one rollout of a release of an app to a group.
-type Deployment struct {
-	ID            string                 `json:"id"`
-	App           string                 `json:"app"`
-	Group         string                 `json:"group"`
-	Release       int                    `json:"release"`
-	From          int                    `json:"from"` // the release the group ran before; 0: none
-	Strategy      string                 `json:"strategy"`
-	Batch         string                 `json:"batch"`
-	Canary        int                    `json:"canary,omitempty"`
-	HealthTimeout time.Duration          `json:"health_timeout"`
-	AutoRollback  bool                   `json:"auto_rollback"`
-	State         ferry.DeploymentState  `json:"state"`
-	Error         string                 `json:"error,omitempty"`
-	Hosts         map[string]HostRollout `json:"hosts"`
-	RollbackOf    string                 `json:"rollback_of,omitempty"` // the deployment this one undoes
-	By            string                 `json:"by"`
-	Started       time.Time              `json:"started"`
-	Ended         time.Time              `json:"ended,omitzero"`
-}
-
-// HostRollout is one host's part of a deployment.
-type HostRollout struct {
-	Batch int                    `json:"batch"`
-	State ferry.HostRolloutState `json:"state"`
-	// Error is why the host failed, in a sentence; Failure is the agent's
-	// own account of it (the step, the check, its output) when it gave one.
-	Error   string         `json:"error,omitempty"`
-	Failure *ferry.Failure `json:"failure,omitempty"`
-}
-
 // Status is hosts × apps, as the agents last reported.
 type Status struct {
 	Hosts []Host `json:"hosts"`
-}
-
-// Host is a machine running an agent.
-type Host struct {
-	Name     string                `json:"name"`
-	Groups   []string              `json:"groups"`
-	LastSeen time.Time             `json:"last_seen"`
-	Lost     bool                  `json:"lost"`         // no heartbeat for a while
-	OS       string                `json:"os,omitempty"` // as the host last reported
-	Arch     string                `json:"arch,omitempty"`
-	Apps     map[string]*AppStatus `json:"apps"`
 }
 
 // TokenRequest creates an API token.
@@ -330,3 +257,16 @@ type Desired struct {
 type Report struct {
 	State HostReport `json:"state"`
 }
+
+// The domain types the wire carries live in the root package, ferry
+// (STYLE.md: domain types at the root, the wire contract a leaf above it).
+type (
+	Artifact      = ferry.Artifact
+	Release       = ferry.Release
+	Deployment    = ferry.Deployment
+	HostRollout   = ferry.HostRollout
+	Host          = ferry.Host
+	HostReport    = ferry.HostReport
+	AppStatus     = ferry.AppStatus
+	ProcessStatus = ferry.ProcessStatus
+)
