@@ -1,9 +1,12 @@
 // Package ferry holds the domain types shared by every part of ferry: the
-// app described by ferry.yaml, the metadata an artifact carries, and the
-// error kinds that the CLI and the API map to exit codes and HTTP statuses.
+// app described by ferry.yaml, the metadata an artifact carries, artifacts,
+// releases, deployments, hosts and what they report, the desired state of
+// a host, the typed states and failures, the rules for names and digests,
+// and the error kinds that the CLI and the API map to exit codes and HTTP
+// statuses.
 //
-// It imports only the standard library; adapters live in subpackages and
-// only cli/ and cmd/ wire them together.
+// It imports only the standard library; adapters live under internal/
+// and only internal/cli wires them together.
 package ferry
 
 import (
