@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,8 +227,13 @@ func TestZeroDowntimeUpgrades(t *testing.T) {
 // listenSockets counts the listening TCP sockets on port, whoever holds
 // them: an agent owns a port with exactly one.
 func listenSockets(port int) int {
+	// This thread's view of the network, not /proc/net (the process's
+	// main thread's): a test that entered a host's namespace on a locked
+	// thread may have left the main thread there.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	n := 0
-	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		b, _ := os.ReadFile(name)
 		for i, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
