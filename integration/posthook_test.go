@@ -2,12 +2,15 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferrydeploy/ferry/internal/testenv"
 )
@@ -114,4 +117,100 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestNodePreparedByPostHookAsNonRoot: an Express app whose artifact holds
+// no node_modules is prepared on the host by its post hook, `npm install`
+// against the npm registry, run by an agent that is not root — StrongLoop's
+// "prepare" step — and then serves.
+func TestNodePreparedByPostHookAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.SkipUnlessCIRoot(t, "the test runs the agent as another user, which needs root")
+	}
+	testenv.NeedCommand(t, "npm")
+	const nobody = 65534
+	port := freeTCPPort(t)
+	app := t.TempDir()
+	os.WriteFile(filepath.Join(app, "package.json"), []byte(`{"name":"prep-node","version":"1.0.0","private":true,"dependencies":{"express":"4.21.2"}}`), 0o644)
+	os.WriteFile(filepath.Join(app, "server.js"), []byte(`const express = require("express");
+const app = express();
+app.get("/healthz", (req, res) => res.send("ok\n"));
+app.get("/", (req, res) => res.send("prepared on the host\n"));
+const server = app.listen(Number(process.env.PORT), "127.0.0.1");
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
+`), 0o644)
+	os.WriteFile(filepath.Join(app, "ferry.yaml"), []byte(fmt.Sprintf(`app: prep-node
+build:
+  command: "true"
+include: [server.js, package.json]
+hooks:
+  post: ["npm install --omit=dev --no-audit --no-fund --loglevel=error"]
+processes:
+  web:
+    command: node server.js
+    port: %d
+    health: {http: /healthz, interval: 100ms}
+`, port)), 0o644)
+	art, sum := buildDir(t, app, "1.0.0")
+
+	top := t.TempDir()
+	os.Chmod(top, 0o755)
+	root, desired, home := filepath.Join(top, "root"), filepath.Join(top, "desired.yaml"), filepath.Join(top, "home")
+	for _, d := range []string{root, home} {
+		os.MkdirAll(d, 0o755)
+		os.Chown(d, nobody, nobody)
+	}
+	for _, a := range []string{art, ferryBin} {
+		if fi, err := os.Stat(a); err == nil {
+			os.Chmod(a, fi.Mode().Perm()|0o444)
+		}
+		for d := filepath.Dir(a); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+	}
+	os.WriteFile(desired, []byte(fmt.Sprintf("apps:\n  prep-node:\n    artifact: file://%s\n    sha256: %s\n", art, sum)), 0o644)
+	cmd := exec.Command(ferryBin, "agent", "--root", root, "--desired", desired, "--health-timeout", "60s")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	cmd.Env = append(os.Environ(), "HOME="+home, "npm_config_cache="+filepath.Join(home, ".npm"))
+	logf, _ := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		killUnder(root)
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			hooks, _ := os.ReadFile(filepath.Join(root, "apps", "prep-node", "hooks.log"))
+			t.Logf("agent log:\n%s\nhooks.log:\n%s", b, hooks)
+		}
+	})
+	deadline := time.Now().Add(3 * time.Minute) // npm install from the registry
+	for {
+		st := status(t, root)
+		a := st.Apps["prep-node"]
+		if a.State == "running" && len(a.Processes) == 1 && a.Processes[0].Health == "healthy" {
+			break
+		}
+		if a.State == "failed" || time.Now().After(deadline) {
+			t.Fatalf("the prepared release: %+v", a)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "prepared on the host\n" {
+		t.Errorf("the app answered %q", b)
+	}
+	rel := filepath.Join(root, "apps", "prep-node", "current")
+	if fi, err := os.Stat(filepath.Join(rel, "node_modules", "express", "package.json")); err != nil || fi.Mode().Perm()&0o222 != 0 {
+		t.Errorf("node_modules in the release: %v %v, want it there and read-only", fi, err)
+	}
 }
